@@ -1,1 +1,7 @@
+//! The cniwasm host API: the WIT package plugins target (`wit/host.wit`) and
+//! its native implementation.
 
+pub mod kernel;
+pub mod linux;
+#[cfg(feature = "testing")]
+pub mod testing;

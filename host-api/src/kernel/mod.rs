@@ -1,0 +1,215 @@
+//! The seam between the host API and the kernel: one small trait per
+//! subsystem. The host API checks policy and ownership, then calls these; the
+//! Linux implementations live in [`crate::linux`], and a recording fake in
+//! `crate::testing` (feature `testing`).
+
+mod error;
+mod owner;
+
+pub use error::{KernelError, KernelErrorKind};
+pub use owner::Owner;
+
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+/// The namespace an operation runs in. `Container` is the namespace at
+/// `CNI_NETNS`, which the kernel implementation opened when it was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Namespace {
+    Host,
+    Container,
+}
+
+impl std::fmt::Display for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Namespace::Host => f.write_str("host netns"),
+            Namespace::Container => f.write_str("container netns"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub name: String,
+    pub index: u32,
+    /// rtnetlink kind (`bridge`, `veth`, ...); empty when the link has none.
+    pub kind: String,
+    /// Lower-case, colon-separated hex.
+    pub mac: String,
+    pub mtu: u32,
+    pub up: bool,
+    /// Lower-case operational state: `up`, `down`, `unknown`, `lowerlayerdown`, ...
+    pub oper_state: String,
+    /// Name of the bridge this link is a port of, if any.
+    pub master: Option<String>,
+    pub promisc: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeSpec {
+    pub name: String,
+    /// MTU in bytes, for a bridge that does not exist yet.
+    pub mtu: Option<u32>,
+    pub promisc: bool,
+    pub vlan_filtering: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VethSpec {
+    /// Name of the end in the host namespace.
+    pub host_name: String,
+    /// Name of the end created directly in the container namespace.
+    pub container_name: String,
+    /// MTU in bytes for both ends.
+    pub mtu: Option<u32>,
+    /// MAC of the container end, colon-separated hex.
+    pub container_mac: Option<String>,
+}
+
+/// Changes to a link; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkSettings {
+    pub up: Option<bool>,
+    pub mtu: Option<u32>,
+    pub mac: Option<String>,
+    /// Bridge to enslave the link to, in the same namespace.
+    pub master: Option<String>,
+    pub hairpin: Option<bool>,
+    pub promisc: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub dst: IpNet,
+    pub gateway: Option<IpAddr>,
+    pub device: Option<String>,
+    pub metric: Option<u32>,
+}
+
+/// Links, addresses and routes over rtnetlink.
+pub trait Netlink {
+    /// Creates the bridge in the host namespace unless it exists, and sets it
+    /// up. Fails with `Exists` when a link of that name is not a bridge.
+    fn ensure_bridge(&mut self, spec: &BridgeSpec) -> Result<LinkInfo, KernelError>;
+
+    /// Creates a veth pair whose container end is created directly in the
+    /// container namespace. Returns (host end, container end).
+    fn create_veth(&mut self, spec: &VethSpec) -> Result<(LinkInfo, LinkInfo), KernelError>;
+
+    fn get_link(&mut self, ns: Namespace, name: &str) -> Result<Option<LinkInfo>, KernelError>;
+
+    fn configure_link(
+        &mut self,
+        ns: Namespace,
+        name: &str,
+        settings: &LinkSettings,
+    ) -> Result<LinkInfo, KernelError>;
+
+    /// Deletes a link; returns false when it did not exist.
+    fn delete_link(&mut self, ns: Namespace, name: &str) -> Result<bool, KernelError>;
+
+    /// Adds an address; an address the link has already is not an error.
+    fn add_address(&mut self, ns: Namespace, link: &str, address: IpNet)
+    -> Result<(), KernelError>;
+
+    /// Deletes an address; an absent address is not an error.
+    fn delete_address(
+        &mut self,
+        ns: Namespace,
+        link: &str,
+        address: IpNet,
+    ) -> Result<(), KernelError>;
+
+    fn list_addresses(&mut self, ns: Namespace, link: &str) -> Result<Vec<IpNet>, KernelError>;
+
+    /// Adds a route to the main table; an identical existing route is not an error.
+    fn add_route(&mut self, ns: Namespace, route: &RouteSpec) -> Result<(), KernelError>;
+
+    fn delete_route(&mut self, ns: Namespace, route: &RouteSpec) -> Result<(), KernelError>;
+
+    /// Lists main-table routes whose output device is `link`.
+    fn list_routes(&mut self, ns: Namespace, link: &str) -> Result<Vec<RouteSpec>, KernelError>;
+
+    /// Returns the output device of the host's route to `destination`, as
+    /// `ip route get` does.
+    fn route_device(&mut self, destination: IpAddr) -> Result<Option<String>, KernelError>;
+
+    /// Tells whether the container namespace is available (a path was given
+    /// and it opened).
+    fn has_container(&self) -> bool;
+}
+
+/// Kernel parameters under /proc/sys/net.
+pub trait Sysctl {
+    /// Reads a key in slash form relative to /proc/sys (`net/ipv4/ip_forward`).
+    fn get(&mut self, ns: Namespace, key: &str) -> Result<String, KernelError>;
+
+    fn set(&mut self, ns: Namespace, key: &str, value: &str) -> Result<(), KernelError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortMapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: Protocol,
+    /// `None` matches any local address, as `0.0.0.0` and `::` do.
+    pub host_ip: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortMapSpec {
+    /// The container address with its prefix length (`10.244.10.2/24`).
+    pub container_address: IpNet,
+    pub mappings: Vec<PortMapping>,
+    pub snat: bool,
+    pub masq_all: bool,
+    /// Mark bit for masquerade requests, 0 to 31 (the reference default is 13).
+    pub mark_bit: u8,
+}
+
+/// NAT rules owned by one attachment. Chain names and comments derive from
+/// the owner, as the reference plugins derive them, so DEL needs no saved state.
+pub trait Firewall {
+    /// Installs the port mappings of one family, replacing the owner's earlier
+    /// rules of that family.
+    fn add_port_mappings(&mut self, owner: &Owner, spec: &PortMapSpec) -> Result<(), KernelError>;
+
+    fn check_port_mappings(&mut self, owner: &Owner, spec: &PortMapSpec)
+    -> Result<(), KernelError>;
+
+    /// Removes the owner's port mappings in both families.
+    fn remove_port_mappings(&mut self, owner: &Owner) -> Result<(), KernelError>;
+
+    /// Masquerades traffic from `address` leaving its subnet, except multicast.
+    fn add_masquerade(&mut self, owner: &Owner, address: IpNet) -> Result<(), KernelError>;
+
+    fn check_masquerade(&mut self, owner: &Owner, address: IpNet) -> Result<(), KernelError>;
+
+    /// Removes the owner's masquerade rules in both families.
+    fn remove_masquerade(&mut self, owner: &Owner) -> Result<(), KernelError>;
+}
+
+/// The kernel as the host API sees it.
+pub struct Kernel {
+    pub netlink: Box<dyn Netlink>,
+    pub sysctl: Box<dyn Sysctl>,
+    pub firewall: Box<dyn Firewall>,
+}

@@ -1,0 +1,1 @@
+//! A recording fake of the kernel traits, for unit tests.
