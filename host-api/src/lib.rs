@@ -3,5 +3,6 @@
 
 pub mod kernel;
 pub mod linux;
+pub mod plugin_host;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -208,8 +208,10 @@ pub trait Firewall {
 }
 
 /// The kernel as the host API sees it.
+/// The kernel as the host API sees it. The parts are `Send` because wasmtime
+/// store data must be.
 pub struct Kernel {
-    pub netlink: Box<dyn Netlink>,
-    pub sysctl: Box<dyn Sysctl>,
-    pub firewall: Box<dyn Firewall>,
+    pub netlink: Box<dyn Netlink + Send>,
+    pub sysctl: Box<dyn Sysctl + Send>,
+    pub firewall: Box<dyn Firewall + Send>,
 }
