@@ -1,1 +1,115 @@
-fn main() {}
+//! `cniwasm`: runs CNI network configuration lists whose plugins are wasm
+//! components. A drop-in for `cnitool`, with the same environment.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use cniwasm_runtime::command::{self, CommandOptions};
+use cniwasm_types::{CniError, print_json};
+
+#[derive(Parser)]
+#[command(
+    name = "cniwasm",
+    version,
+    about = "Run CNI network configuration lists whose plugins are sandboxed WebAssembly components",
+    after_help = "Environment (as cnitool reads it):\n  \
+        NETCONFPATH  directory of .conflist/.conf files [default: /etc/cni/net.d]\n  \
+        CNI_PATH     colon-separated directories searched for <type>.wasm [default: /opt/cni/bin]\n  \
+        CNI_IFNAME   interface name in the container [default: eth0]\n  \
+        CNI_ARGS     extra arguments, KEY=VALUE pairs separated by ';'\n  \
+        CAP_ARGS     capability arguments as a JSON object, e.g. {\"portMappings\":[...]}\n  \
+        CNIWASM_LOG  log filter for stderr, e.g. debug [default: warn]\n\n\
+        The container id is derived from the namespace path as cnitool derives it:\n\
+        \"cnitool-\" and the first 20 hex digits of the SHA-512 of the absolute path.\n\
+        ADD prints the result JSON on stdout. On failure every command prints a CNI\n\
+        error object on stdout, a message on stderr, and exits with status 1."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Add the container whose namespace is NETNS to NETWORK
+    Add(Target),
+    /// Check the container's attachment to NETWORK (cniVersion 0.4.0 or later)
+    Check(Target),
+    /// Remove the container from NETWORK; safe to repeat
+    Del(Target),
+}
+
+#[derive(Args)]
+struct Target {
+    /// Name of the network configuration list
+    network: String,
+    /// Path of the container's network namespace, such as /var/run/netns/NAME
+    netns: PathBuf,
+    /// Interface name in the container
+    #[arg(short, long, env = "CNI_IFNAME", default_value = "eth0")]
+    ifname: String,
+    /// Directory of network configuration files
+    #[arg(long, env = "NETCONFPATH", default_value = "/etc/cni/net.d")]
+    netconf_path: PathBuf,
+    /// Colon-separated directories searched for <type>.wasm plugins
+    #[arg(long, env = "CNI_PATH", default_value = "/opt/cni/bin")]
+    cni_path: String,
+    /// Root of the result cache: results/<network>-<container id>-<ifname>
+    #[arg(long, env = "CNIWASM_CACHE_DIR", default_value = "/var/lib/cni")]
+    cache_dir: PathBuf,
+    /// IPAM state root for configurations without ipam.dataDir
+    #[arg(long, env = "CNIWASM_IPAM_DATA_DIR", default_value = "/var/lib/cni/networks")]
+    ipam_data_dir: PathBuf,
+    /// Directory of compiled plugins, reused while the plugin file is unchanged
+    #[arg(long, env = "CNIWASM_COMPILE_CACHE", default_value = "/var/cache/cniwasm")]
+    compile_cache: PathBuf,
+}
+
+impl Target {
+    fn options(self) -> CommandOptions {
+        CommandOptions {
+            network: self.network,
+            netns: self.netns,
+            ifname: self.ifname,
+            netconf_path: self.netconf_path,
+            cni_path: self.cni_path,
+            cni_args: std::env::var("CNI_ARGS").ok(),
+            cap_args: std::env::var("CAP_ARGS").ok(),
+            cache_dir: self.cache_dir,
+            ipam_data_dir: self.ipam_data_dir,
+            compile_cache: Some(self.compile_cache),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CNIWASM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let outcome = match cli.command {
+        Command::Add(target) => command::add(&target.options()).map(Some),
+        Command::Check(target) => command::check(&target.options()).map(|()| None),
+        Command::Del(target) => command::del(&target.options()).map(|()| None),
+    };
+
+    match outcome {
+        Ok(Some(output)) => {
+            println!("{output}");
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(error) => {
+            let cni_error: CniError = error.to_cni_error();
+            println!("{}", print_json(&serde_json::to_value(&cni_error).expect("an error always serialises")));
+            eprintln!("cniwasm: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

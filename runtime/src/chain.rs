@@ -1,0 +1,499 @@
+//! ADD, DEL and CHECK over a network configuration list.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use cniwasm_host_api::kernel::{Kernel, Owner};
+use cniwasm_host_api::plugin_host::{HostContext, HostContextOptions, cniwasm::host::types};
+use cniwasm_types::{codes, result_from_json, result_to_json, version_at_least};
+use serde_json::{Map, Value};
+
+use crate::cache::{self, CacheEntry, CacheKey};
+use crate::config::{NetworkConfigList, PluginConfig, check_name};
+use crate::engine::{LoadedPlugin, PluginEngine};
+use crate::error::Error;
+use crate::ipam::IpamRunner;
+use crate::kernel::KernelFactory;
+use crate::sandbox::{self, Command, Limits, PluginCall};
+
+/// Settings of a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Directories searched, in order, for `<type>.wasm` (`CNI_PATH`).
+    pub plugin_path: Vec<PathBuf>,
+    /// Root of the result cache (libcni's default is `/var/lib/cni`).
+    pub cache_dir: PathBuf,
+    /// IPAM state root used when a configuration sets no `ipam.dataDir`.
+    pub ipam_data_dir: PathBuf,
+    /// Directory of compiled plugins; `None` compiles on every run.
+    pub compile_cache: Option<PathBuf>,
+    pub limits: Limits,
+}
+
+/// One attachment of a container to a network: libcni's `RuntimeConf`.
+#[derive(Debug, Clone, Default)]
+pub struct Attachment {
+    pub container_id: String,
+    /// The container's network namespace; `None` on a DEL without one.
+    pub netns: Option<PathBuf>,
+    pub ifname: String,
+    /// `CNI_ARGS` pairs.
+    pub args: Vec<(String, String)>,
+    /// Capability arguments (`CAP_ARGS`), such as `portMappings`.
+    pub capability_args: Map<String, Value>,
+}
+
+/// Finds `<type>.wasm` on the plugin path.
+#[derive(Debug, Clone)]
+pub(crate) struct PluginLocator {
+    pub search_path: Vec<PathBuf>,
+}
+
+impl PluginLocator {
+    pub fn find(&self, plugin_type: &str) -> Result<PathBuf, Error> {
+        self.search_path
+            .iter()
+            .map(|dir| dir.join(format!("{plugin_type}.wasm")))
+            .find(|path| path.is_file())
+            .ok_or_else(|| Error::PluginNotFound {
+                plugin_type: plugin_type.to_string(),
+                search_path: self.search_path.clone(),
+            })
+    }
+
+    pub fn load(&self, engine: &PluginEngine, plugin_type: &str) -> Result<LoadedPlugin, Error> {
+        Ok(engine.load(&self.find(plugin_type)?)?)
+    }
+}
+
+pub struct Runtime {
+    engine: Arc<PluginEngine>,
+    options: RuntimeOptions,
+    kernels: Arc<dyn KernelFactory>,
+}
+
+/// What every plugin call of one chain operation shares.
+struct ChainRun<'a> {
+    list: &'a NetworkConfigList,
+    attachment: &'a Attachment,
+    plugins: Vec<LoadedPlugin>,
+    kernel: Arc<Mutex<Kernel>>,
+    invocation: types::Invocation,
+    owner: Owner,
+}
+
+impl Runtime {
+    pub fn new(options: RuntimeOptions, kernels: Arc<dyn KernelFactory>) -> Result<Self, Error> {
+        let engine = PluginEngine::new(options.compile_cache.clone())?;
+        Ok(Self { engine, options, kernels })
+    }
+
+    fn locator(&self) -> PluginLocator {
+        PluginLocator { search_path: self.options.plugin_path.clone() }
+    }
+
+    /// Adds the container to the network and returns the final result in the
+    /// list's `cniVersion`. When a plugin fails, DEL runs for it and for every
+    /// plugin before it, so the failed ADD leaves nothing behind.
+    pub fn add(&self, list: &NetworkConfigList, attachment: &Attachment) -> Result<Value, Error> {
+        validate_attachment(list, attachment)?;
+        let netns = attachment.netns.as_deref().ok_or_else(|| {
+            Error::invalid(codes::INVALID_ENVIRONMENT_VARIABLES, "missing network namespace path: ADD needs one")
+        })?;
+        check_netns_exists(netns)?;
+        let run = self.prepare(list, attachment, Some(netns))?;
+
+        let mut previous: Option<Value> = None;
+        for (index, plugin) in list.plugins.iter().enumerate() {
+            let config = inject(list, plugin, previous.as_ref(), &attachment.capability_args);
+            match self.call(&run, index, Command::Add, &config) {
+                Ok(output) => previous = Some(parse_plugin_result(&run, index, output)?),
+                Err(error) => {
+                    self.roll_back(&run, index, previous.as_ref());
+                    return Err(error);
+                }
+            }
+        }
+
+        let result = previous.expect("a list has at least one plugin");
+        let result = result_to_json(
+            &result_from_json(&result, &list.cni_version).map_err(|e| result_error(&run, e))?,
+            &list.cni_version,
+        )
+        .map_err(|e| result_error(&run, e))?;
+
+        if let Err(error) = self.write_cache(&run, &result) {
+            self.roll_back(&run, list.plugins.len() - 1, Some(&result));
+            return Err(error);
+        }
+        Ok(result)
+    }
+
+    /// Removes the container from the network: DEL for every plugin in
+    /// reverse order with the cached result, going on past failures. The cache
+    /// file goes only when every plugin succeeded, so DEL can be retried.
+    pub fn del(&self, list: &NetworkConfigList, attachment: &Attachment) -> Result<(), Error> {
+        let netns = attachment.netns.as_deref().filter(|path| path.exists());
+        let mut run = self.prepare(list, attachment, netns)?;
+        let key = cache_key(&run);
+
+        let cached = match cache::read(&self.options.cache_dir, key) {
+            Ok(cached) => cached,
+            Err(error) => {
+                tracing::warn!(%error, "ignoring unreadable result cache");
+                None
+            }
+        };
+        let previous = cached
+            .as_ref()
+            .filter(|_| version_at_least(&list.cni_version, "0.4.0"))
+            .and_then(|cached| convert_cached(&cached.result, &list.cni_version));
+        let mut capability_args = attachment.capability_args.clone();
+        if capability_args.is_empty() && let Some(cached) = &cached {
+            capability_args = cached.capability_args.clone();
+        }
+        run.invocation.args = merged_args(attachment, cached.as_ref().map(|c| c.cni_args.as_slice()));
+
+        let mut errors = Vec::new();
+        for (index, plugin) in list.plugins.iter().enumerate().rev() {
+            let config = inject(list, plugin, previous.as_ref(), &capability_args);
+            if let Err(error) = self.call(&run, index, Command::Del, &config) {
+                errors.push(error);
+            }
+        }
+
+        if !errors.is_empty() {
+            return Err(if errors.len() == 1 { errors.remove(0) } else { Error::Many { errors } });
+        }
+        cache::remove(&self.options.cache_dir, key)?;
+        Ok(())
+    }
+
+    /// Checks the attachment: CHECK for every plugin in order, with the cached
+    /// result as `prevResult`. Lists older than 0.4.0 have no CHECK.
+    pub fn check(&self, list: &NetworkConfigList, attachment: &Attachment) -> Result<(), Error> {
+        if !version_at_least(&list.cni_version, "0.4.0") {
+            return Err(Error::VersionTooOld { version: list.cni_version.clone(), command: "CHECK" });
+        }
+        if list.disable_check {
+            return Ok(());
+        }
+        let netns = attachment.netns.as_deref().ok_or_else(|| {
+            Error::invalid(codes::INVALID_ENVIRONMENT_VARIABLES, "missing network namespace path: CHECK needs one")
+        })?;
+        check_netns_exists(netns)?;
+        let run = self.prepare(list, attachment, Some(netns))?;
+
+        let cached = cache::read(&self.options.cache_dir, cache_key(&run))?;
+        let previous = cached.as_ref().and_then(|cached| convert_cached(&cached.result, &list.cni_version));
+        for (index, plugin) in list.plugins.iter().enumerate() {
+            let config = inject(list, plugin, previous.as_ref(), &attachment.capability_args);
+            self.call(&run, index, Command::Check, &config)?;
+        }
+        Ok(())
+    }
+
+    /// Loads every plugin before anything runs, so a missing plugin fails the
+    /// operation with no kernel change, then opens the kernel.
+    fn prepare<'a>(
+        &self,
+        list: &'a NetworkConfigList,
+        attachment: &'a Attachment,
+        netns: Option<&Path>,
+    ) -> Result<ChainRun<'a>, Error> {
+        let locator = self.locator();
+        let plugins = list
+            .plugins
+            .iter()
+            .map(|plugin| locator.load(&self.engine, &plugin.plugin_type))
+            .collect::<Result<Vec<_>, _>>()?;
+        let kernel = Arc::new(Mutex::new(self.kernels.open(netns)?));
+
+        let invocation = types::Invocation {
+            container_id: attachment.container_id.clone(),
+            ifname: attachment.ifname.clone(),
+            netns: netns.map(|path| path.display().to_string()),
+            args: attachment.args.clone(),
+        };
+        let owner = Owner {
+            network: list.name.clone(),
+            container_id: attachment.container_id.clone(),
+            ifname: attachment.ifname.clone(),
+        };
+        Ok(ChainRun { list, attachment, plugins, kernel, invocation, owner })
+    }
+
+    fn call(&self, run: &ChainRun<'_>, index: usize, command: Command, config: &str) -> Result<Option<String>, Error> {
+        let plugin_type = &run.list.plugins[index].plugin_type;
+        let span = tracing::info_span!("plugin", index, plugin = %plugin_type, command = command.as_str());
+        let _entered = span.enter();
+
+        let delegate = IpamRunner {
+            engine: self.engine.clone(),
+            locator: self.locator(),
+            kernel: run.kernel.clone(),
+            owner: run.owner.clone(),
+            invocation: run.invocation.clone(),
+            config: config.to_string(),
+            default_data_dir: self.options.ipam_data_dir.clone(),
+            limits: self.options.limits.clone(),
+        };
+        let host = HostContext::new(HostContextOptions {
+            kernel: run.kernel.clone(),
+            owner: run.owner.clone(),
+            plugin: plugin_type.clone(),
+            delegate: Arc::new(delegate),
+        });
+        let call = PluginCall {
+            plugin: &run.plugins[index],
+            plugin_type,
+            command,
+            invocation: &run.invocation,
+            config,
+            state_dir: None,
+            limits: &self.options.limits,
+        };
+
+        sandbox::call_plugin(&self.engine, call, host).map_err(|source| Error::Plugin {
+            command: command_name(command),
+            index,
+            plugin_type: plugin_type.clone(),
+            source,
+        })
+    }
+
+    /// Runs DEL for plugins `0..=failed` in reverse after a failed ADD. Errors
+    /// are logged, since the ADD error is what the caller must see.
+    fn roll_back(&self, run: &ChainRun<'_>, failed: usize, previous: Option<&Value>) {
+        for index in (0..=failed).rev() {
+            let config = inject(run.list, &run.list.plugins[index], previous, &run.attachment.capability_args);
+            if let Err(error) = self.call(run, index, Command::Del, &config) {
+                tracing::warn!(%error, index, "DEL during rollback of a failed ADD failed");
+            }
+        }
+    }
+
+    fn write_cache(&self, run: &ChainRun<'_>, result: &Value) -> Result<(), Error> {
+        let netns = run.invocation.netns.clone().unwrap_or_default();
+        let entry = CacheEntry {
+            key: cache_key(run),
+            config_bytes: &run.list.bytes,
+            netns: &netns,
+            cni_args: &run.attachment.args,
+            capability_args: &run.attachment.capability_args,
+            result,
+        };
+        cache::write(&self.options.cache_dir, &entry)?;
+        Ok(())
+    }
+}
+
+fn command_name(command: Command) -> &'static str {
+    match command {
+        Command::Add => "add",
+        Command::Del => "delete",
+        Command::Check => "check",
+        Command::Status => "status",
+        Command::Gc => "gc",
+    }
+}
+
+fn cache_key<'a>(run: &'a ChainRun<'_>) -> CacheKey<'a> {
+    CacheKey { network: &run.list.name, container_id: &run.attachment.container_id, ifname: &run.attachment.ifname }
+}
+
+/// Arguments of this call, or those cached at ADD when the call has none.
+fn merged_args(attachment: &Attachment, cached: Option<&[(String, String)]>) -> Vec<(String, String)> {
+    match cached {
+        Some(cached) if attachment.args.is_empty() => cached.to_vec(),
+        _ => attachment.args.clone(),
+    }
+}
+
+/// Converts a cached result to the list's version; an unconvertible one is
+/// dropped with a warning, as DEL must still run.
+fn convert_cached(result: &Value, version: &str) -> Option<Value> {
+    let converted = result_from_json(result, version).and_then(|parsed| result_to_json(&parsed, version));
+    match converted {
+        Ok(value) => Some(value),
+        Err(error) => {
+            tracing::warn!(%error, "ignoring cached result that cannot be converted to version {version}");
+            None
+        }
+    }
+}
+
+fn parse_plugin_result(run: &ChainRun<'_>, index: usize, output: Option<String>) -> Result<Value, Error> {
+    let plugin_type = &run.list.plugins[index].plugin_type;
+    let invalid = |reason: String| Error::Plugin {
+        command: "add",
+        index,
+        plugin_type: plugin_type.clone(),
+        source: sandbox::PluginError::Cni {
+            plugin: plugin_type.clone(),
+            error: cniwasm_types::CniError::new(sandbox::codes::PLUGIN_INVALID_OUTPUT, reason),
+        },
+    };
+
+    let text = output.unwrap_or_default();
+    let value: Value = serde_json::from_str(&text).map_err(|error| invalid(format!("invalid result JSON: {error}")))?;
+    if !value.is_object() {
+        return Err(invalid("invalid result JSON: expected an object".into()));
+    }
+    result_from_json(&value, &run.list.cni_version).map_err(|error| invalid(error.to_string()))?;
+    Ok(value)
+}
+
+fn result_error(run: &ChainRun<'_>, error: cniwasm_types::ResultError) -> Error {
+    let last = run.list.plugins.len() - 1;
+    let plugin_type = run.list.plugins[last].plugin_type.clone();
+    Error::Plugin {
+        command: "add",
+        index: last,
+        plugin_type: plugin_type.clone(),
+        source: sandbox::PluginError::Cni {
+            plugin: plugin_type,
+            error: cniwasm_types::CniError::new(sandbox::codes::PLUGIN_INVALID_OUTPUT, error.to_string()),
+        },
+    }
+}
+
+/// Builds the configuration one plugin reads: its object as written, with
+/// `name`, `cniVersion`, `prevResult` and `runtimeConfig` set by the runtime.
+/// `runtimeConfig` holds only the capabilities the plugin declares.
+pub(crate) fn inject(
+    list: &NetworkConfigList,
+    plugin: &PluginConfig,
+    previous: Option<&Value>,
+    capability_args: &Map<String, Value>,
+) -> String {
+    let mut config = plugin.raw.clone();
+    config.insert("name".into(), Value::String(list.name.clone()));
+    config.insert("cniVersion".into(), Value::String(list.cni_version.clone()));
+    match previous {
+        Some(result) => config.insert("prevResult".into(), result.clone()),
+        None => config.remove("prevResult"),
+    };
+
+    let runtime_config: Map<String, Value> = plugin
+        .capabilities
+        .iter()
+        .filter(|(_, enabled)| **enabled)
+        .filter_map(|(name, _)| capability_args.get(name).map(|value| (name.clone(), value.clone())))
+        .collect();
+    if runtime_config.is_empty() {
+        config.remove("runtimeConfig");
+    } else {
+        config.insert("runtimeConfig".into(), Value::Object(runtime_config));
+    }
+
+    serde_json::to_string(&config).expect("a JSON object always serialises")
+}
+
+fn validate_attachment(list: &NetworkConfigList, attachment: &Attachment) -> Result<(), Error> {
+    if attachment.container_id.is_empty() {
+        return Err(Error::invalid(codes::UNKNOWN_CONTAINER, "missing container id"));
+    }
+    check_name(&attachment.container_id).map_err(|reason| {
+        Error::invalid(codes::INVALID_ENVIRONMENT_VARIABLES, format!("invalid container id: {reason}"))
+    })?;
+    check_name(&list.name).map_err(|reason| Error::invalid(codes::INVALID_NETWORK_CONFIG, reason))?;
+    check_ifname(&attachment.ifname)
+}
+
+/// Applies the kernel's interface-name rules: 1 to 15 bytes, not `.` or `..`,
+/// no `/`, `:` or whitespace.
+fn check_ifname(ifname: &str) -> Result<(), Error> {
+    let problem = if ifname.is_empty() {
+        Some("is empty")
+    } else if ifname.len() > 15 {
+        Some("is longer than 15 bytes")
+    } else if ifname == "." || ifname == ".." {
+        Some("is '.' or '..'")
+    } else if ifname.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+        Some("contains '/', ':' or whitespace")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(Error::invalid(
+            codes::INVALID_ENVIRONMENT_VARIABLES,
+            format!("invalid interface name {ifname:?}: it {problem}; set CNI_IFNAME to a valid name such as eth0"),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn check_netns_exists(netns: &Path) -> Result<(), Error> {
+    if netns.exists() {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            codes::INVALID_ENVIRONMENT_VARIABLES,
+            format!("network namespace {} does not exist: create it first (ip netns add NAME)", netns.display()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn list() -> NetworkConfigList {
+        let object = json!({"name": "mynet", "cniVersion": "0.3.0", "plugins": [
+            {"type": "bridge", "bridge": "mynet", "runtimeConfig": {"stale": true}},
+            {"type": "portmap", "capabilities": {"portMappings": true, "bandwidth": false}}
+        ]});
+        crate::config::parse_list(Path::new("mynet.conflist"), Vec::new(), object.as_object().unwrap()).unwrap()
+    }
+
+    fn capability_args() -> Map<String, Value> {
+        json!({"portMappings": [{"hostPort": 9090, "containerPort": 80, "protocol": "tcp"}], "bandwidth": {}})
+            .as_object()
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn inject_sets_name_and_version() {
+        let list = list();
+        let config: Value = serde_json::from_str(&inject(&list, &list.plugins[0], None, &Map::new())).unwrap();
+        assert_eq!(config["name"], json!("mynet"));
+        assert_eq!(config["cniVersion"], json!("0.3.0"));
+        assert_eq!(config["bridge"], json!("mynet"));
+        assert_eq!(config.get("prevResult"), None);
+    }
+
+    #[test]
+    fn inject_drops_runtime_config_without_capabilities() {
+        let list = list();
+        let config: Value = serde_json::from_str(&inject(&list, &list.plugins[0], None, &capability_args())).unwrap();
+        assert_eq!(config.get("runtimeConfig"), None);
+    }
+
+    #[test]
+    fn inject_passes_only_declared_capabilities() {
+        let list = list();
+        let previous = json!({"cniVersion": "0.3.0"});
+        let config: Value =
+            serde_json::from_str(&inject(&list, &list.plugins[1], Some(&previous), &capability_args())).unwrap();
+        assert_eq!(config["runtimeConfig"], json!({"portMappings": capability_args()["portMappings"]}));
+        assert_eq!(config["prevResult"], previous);
+    }
+
+    #[test]
+    fn ifname_rules() {
+        assert!(check_ifname("eth0").is_ok());
+        for bad in ["", "0123456789abcdef", ".", "..", "a/b", "a:b", "a b"] {
+            assert!(check_ifname(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn empty_container_id_is_unknown_container() {
+        let attachment = Attachment { ifname: "eth0".into(), ..Attachment::default() };
+        let error = validate_attachment(&list(), &attachment).unwrap_err();
+        assert_eq!(error.to_cni_error().code, codes::UNKNOWN_CONTAINER);
+    }
+}

@@ -1,0 +1,166 @@
+//! The commands of the `cniwasm` CLI, which is a drop-in for `cnitool`: the
+//! same arguments and environment, one function per command.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cniwasm_types::{codes, print_json};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha512};
+
+use crate::chain::{Attachment, Runtime, RuntimeOptions};
+use crate::config::load_network;
+use crate::error::Error;
+use crate::kernel::LinuxKernelFactory;
+use crate::sandbox::Limits;
+
+/// Everything a command needs, as the CLI gathered it from arguments and
+/// environment.
+#[derive(Debug, Clone)]
+pub struct CommandOptions {
+    pub network: String,
+    pub netns: PathBuf,
+    pub ifname: String,
+    /// Configuration directory (`NETCONFPATH`).
+    pub netconf_path: PathBuf,
+    /// Plugin search path (`CNI_PATH`, colon-separated).
+    pub cni_path: String,
+    /// `CNI_ARGS` as given: `K1=V1;K2=V2`.
+    pub cni_args: Option<String>,
+    /// `CAP_ARGS` as given: a JSON object.
+    pub cap_args: Option<String>,
+    pub cache_dir: PathBuf,
+    pub ipam_data_dir: PathBuf,
+    pub compile_cache: Option<PathBuf>,
+}
+
+/// Runs ADD and returns the result, printed as cnitool prints it.
+pub fn add(options: &CommandOptions) -> Result<String, Error> {
+    let (runtime, attachment) = prepare(options)?;
+    let list = load_network(&options.netconf_path, &options.network)?;
+    let result = runtime.add(&list, &attachment)?;
+    Ok(print_json(&result))
+}
+
+pub fn del(options: &CommandOptions) -> Result<(), Error> {
+    let (runtime, attachment) = prepare(options)?;
+    let list = load_network(&options.netconf_path, &options.network)?;
+    runtime.del(&list, &attachment)
+}
+
+pub fn check(options: &CommandOptions) -> Result<(), Error> {
+    let (runtime, attachment) = prepare(options)?;
+    let list = load_network(&options.netconf_path, &options.network)?;
+    runtime.check(&list, &attachment)
+}
+
+fn prepare(options: &CommandOptions) -> Result<(Runtime, Attachment), Error> {
+    let netns = std::path::absolute(&options.netns).map_err(|error| {
+        Error::invalid(
+            codes::INVALID_ENVIRONMENT_VARIABLES,
+            format!("invalid network namespace path {}: {error}", options.netns.display()),
+        )
+    })?;
+
+    let attachment = Attachment {
+        container_id: container_id_for(&netns),
+        netns: Some(netns),
+        ifname: options.ifname.clone(),
+        args: parse_cni_args(options.cni_args.as_deref().unwrap_or(""))?,
+        capability_args: parse_cap_args(options.cap_args.as_deref())?,
+    };
+
+    let runtime_options = RuntimeOptions {
+        plugin_path: split_path(&options.cni_path),
+        cache_dir: options.cache_dir.clone(),
+        ipam_data_dir: options.ipam_data_dir.clone(),
+        compile_cache: options.compile_cache.clone(),
+        limits: Limits::default(),
+    };
+    let runtime = Runtime::new(runtime_options, Arc::new(LinuxKernelFactory))?;
+    Ok((runtime, attachment))
+}
+
+/// Derives the container id from the namespace path as cnitool does:
+/// `cnitool-` and the first 20 hex digits of the SHA-512 of the path.
+pub fn container_id_for(netns: &Path) -> String {
+    let digest = Sha512::digest(netns.as_os_str().as_encoded_bytes());
+    format!("cnitool-{}", &hex::encode(digest)[..20])
+}
+
+fn split_path(path: &str) -> Vec<PathBuf> {
+    path.split(':').filter(|part| !part.is_empty()).map(PathBuf::from).collect()
+}
+
+/// Parses `K1=V1;K2=V2` strictly: every pair needs one `=`, a key and a value.
+pub fn parse_cni_args(text: &str) -> Result<Vec<(String, String)>, Error> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    text.split(';')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.is_empty() && !value.is_empty() && !value.contains('=') => {
+                Ok((key.to_string(), value.to_string()))
+            }
+            _ => Err(Error::invalid(
+                codes::INVALID_ENVIRONMENT_VARIABLES,
+                format!("invalid CNI_ARGS pair {pair:?}: expected KEY=VALUE pairs separated by ';'"),
+            )),
+        })
+        .collect()
+}
+
+/// Parses `CAP_ARGS`, a JSON object of capability arguments.
+pub fn parse_cap_args(text: Option<&str>) -> Result<Map<String, Value>, Error> {
+    let Some(text) = text.filter(|text| !text.trim().is_empty()) else {
+        return Ok(Map::new());
+    };
+
+    let invalid = |reason: String| {
+        Error::invalid(
+            codes::DECODING_FAILURE,
+            format!("invalid CAP_ARGS {text:?}: {reason}; expected a JSON object such as {{\"portMappings\": [...]}}"),
+        )
+    };
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(invalid("not a JSON object".into())),
+        Err(error) => Err(invalid(error.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_id_matches_cnitool() {
+        assert_eq!(container_id_for(Path::new("/var/run/netns/blue")), "cnitool-296747069b8a02dc4e2a");
+        assert_eq!(container_id_for(Path::new("/var/run/netns/seedref")), "cnitool-3b469ed4466ecfd8f00d");
+    }
+
+    #[test]
+    fn cni_args_pairs() {
+        let args = parse_cni_args("IP=10.0.0.2;K8S_POD_NAME=web").unwrap();
+        assert_eq!(args, vec![("IP".into(), "10.0.0.2".into()), ("K8S_POD_NAME".into(), "web".into())]);
+    }
+
+    #[test]
+    fn cni_args_rejects_bad_pairs() {
+        for bad in ["IP", "=x", "IP=", "A=B=C", "A=1;;B=2"] {
+            let error = parse_cni_args(bad).unwrap_err();
+            assert_eq!(error.to_cni_error().code, codes::INVALID_ENVIRONMENT_VARIABLES, "{bad}");
+        }
+    }
+
+    #[test]
+    fn cap_args_must_be_object() {
+        assert!(parse_cap_args(Some("{\"portMappings\": []}")).unwrap().contains_key("portMappings"));
+        let error = parse_cap_args(Some("[1,2")).unwrap_err();
+        assert_eq!(error.to_cni_error().code, codes::DECODING_FAILURE);
+        assert!(error.to_string().contains("[1,2"), "{error}");
+        assert!(parse_cap_args(Some("42")).is_err());
+        assert!(parse_cap_args(None).unwrap().is_empty());
+    }
+}

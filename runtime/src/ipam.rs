@@ -1,0 +1,131 @@
+//! IPAM delegation: a plugin's `ipam` import runs the plugin named by
+//! `ipam.type` in a sandbox of its own, with the network's state directory
+//! locked for the whole call and preopened as its only file access.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use cniwasm_host_api::kernel::{Kernel, Owner};
+use cniwasm_host_api::plugin_host::{
+    HostContext, HostContextOptions, IpamCommand, IpamDelegate, cniwasm::host::types,
+};
+use cniwasm_types::{CniError, codes};
+use serde_json::Value;
+
+use crate::chain::PluginLocator;
+use crate::engine::PluginEngine;
+use crate::sandbox::{self, Command, Limits, PluginCall};
+
+/// Everything the IPAM plugin inherits from the plugin that delegates to it.
+pub(crate) struct IpamRunner {
+    pub engine: Arc<PluginEngine>,
+    pub locator: PluginLocator,
+    pub kernel: Arc<Mutex<Kernel>>,
+    pub owner: Owner,
+    pub invocation: types::Invocation,
+    /// The delegating plugin's configuration, passed on unchanged.
+    pub config: String,
+    /// Where IPAM state lives when the configuration sets no `ipam.dataDir`.
+    pub default_data_dir: PathBuf,
+    pub limits: Limits,
+}
+
+impl IpamDelegate for IpamRunner {
+    fn run_ipam(&self, command: IpamCommand) -> Result<Option<String>, CniError> {
+        let ipam = ipam_section(&self.config)?;
+        let plugin = self.locator.load(&self.engine, &ipam.plugin_type).map_err(|error| error.to_cni_error())?;
+
+        let data_dir = ipam.data_dir.unwrap_or_else(|| self.default_data_dir.clone());
+        let state = StateDirectory::open_locked(&data_dir.join(&self.owner.network))?;
+
+        let call = PluginCall {
+            plugin: &plugin,
+            plugin_type: &ipam.plugin_type,
+            command: match command {
+                IpamCommand::Add => Command::Add,
+                IpamCommand::Del => Command::Del,
+                IpamCommand::Check => Command::Check,
+            },
+            invocation: &self.invocation,
+            config: &self.config,
+            state_dir: Some(state.path()),
+            limits: &self.limits,
+        };
+        let host = HostContext::new(HostContextOptions {
+            kernel: self.kernel.clone(),
+            owner: self.owner.clone(),
+            plugin: ipam.plugin_type.clone(),
+            delegate: Arc::new(NoNestedIpam),
+        });
+
+        let outcome = sandbox::call_plugin(&self.engine, call, host);
+        drop(state);
+        outcome.map_err(|error| error.to_cni_error())
+    }
+}
+
+struct IpamSection {
+    plugin_type: String,
+    data_dir: Option<PathBuf>,
+}
+
+fn ipam_section(config: &str) -> Result<IpamSection, CniError> {
+    let value: Value = serde_json::from_str(config)
+        .map_err(|error| CniError::new(codes::DECODING_FAILURE, format!("invalid plugin configuration: {error}")))?;
+    let missing = || {
+        CniError::new(
+            codes::INVALID_NETWORK_CONFIG,
+            "missing \"ipam.type\": the plugin delegates to IPAM but its configuration names no IPAM plugin",
+        )
+    };
+
+    let ipam = value.get("ipam").ok_or_else(missing)?;
+    let plugin_type = ipam.get("type").and_then(Value::as_str).filter(|t| !t.is_empty()).ok_or_else(missing)?;
+    let data_dir = ipam.get("dataDir").and_then(Value::as_str).map(PathBuf::from);
+    Ok(IpamSection { plugin_type: plugin_type.to_string(), data_dir })
+}
+
+/// An IPAM plugin delegating once more is not supported: it would need a
+/// second state directory and lock.
+struct NoNestedIpam;
+
+impl IpamDelegate for NoNestedIpam {
+    fn run_ipam(&self, _command: IpamCommand) -> Result<Option<String>, CniError> {
+        Err(CniError::new(
+            codes::INVALID_NETWORK_CONFIG,
+            "an IPAM plugin cannot delegate to another IPAM plugin",
+        ))
+    }
+}
+
+/// A network's IPAM state directory, exclusively locked until dropped. The
+/// lock is `flock` on the `lock` file inside, which the reference host-local
+/// plugin takes too, so both can share a directory safely.
+struct StateDirectory {
+    path: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl StateDirectory {
+    fn open_locked(path: &Path) -> Result<Self, CniError> {
+        let io_error = |action: &str, error: std::io::Error| {
+            CniError::new(codes::IO_FAILURE, format!("failed to {action} IPAM state directory {}: {error}", path.display()))
+        };
+
+        std::fs::create_dir_all(path).map_err(|error| io_error("create", error))?;
+        let dir = cap_std::fs::Dir::open_ambient_dir(path, cap_std::ambient_authority())
+            .map_err(|error| io_error("open", error))?;
+        let lock = dir
+            .open_with("lock", cap_std::fs::OpenOptions::new().create(true).truncate(false).write(true))
+            .map_err(|error| io_error("open the lock file of", error))?
+            .into_std();
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|error| io_error("lock", error.into()))?;
+
+        Ok(Self { path: path.to_path_buf(), _lock: lock })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
