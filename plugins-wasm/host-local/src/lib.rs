@@ -1,0 +1,291 @@
+//! host-local: an IPAM plugin that allocates addresses from configured
+//! ranges and records each allocation as a file in the network's state
+//! directory, with the reference plugin's rules and file layout.
+//!
+//! The host preopens `<dataDir>/<network>` at `/state` and holds its lock for
+//! the whole call. The allocator works on any directory, so its tests run
+//! natively:
+//!
+//! ```text
+//! cargo test --target x86_64-unknown-linux-gnu -p host-local
+//! ```
+
+pub mod allocator;
+pub mod config;
+pub mod range;
+pub mod store;
+
+use cniwasm_plugin_sdk::cniwasm_types::{self, IpConfig};
+use cniwasm_plugin_sdk::{AddOutput, CniError, Invocation, Plugin, PluginConfig, codes, logging};
+
+use crate::allocator::Allocator;
+use crate::config::IpamConfig;
+use crate::range::range_for;
+use crate::store::{Owner, Store};
+
+/// Where the host preopens the network's state directory.
+pub const STATE_DIR: &str = "/state";
+
+/// The host-local plugin.
+pub struct HostLocal;
+
+impl Plugin for HostLocal {
+    fn add(inv: &Invocation, config: &PluginConfig) -> Result<AddOutput, CniError> {
+        let ipam = IpamConfig::parse(config, inv)?;
+        let result = allocate_all(&ipam, &Store::new(STATE_DIR), &owner_of(inv))?;
+        Ok(AddOutput::Result(result))
+    }
+
+    fn del(inv: &Invocation, config: &PluginConfig) -> Result<(), CniError> {
+        IpamConfig::parse(config, inv)?;
+        Store::new(STATE_DIR)
+            .release(&owner_of(inv))
+            .map_err(|error| CniError::new(codes::IO_FAILURE, error))
+    }
+
+    fn check(inv: &Invocation, config: &PluginConfig) -> Result<(), CniError> {
+        IpamConfig::parse(config, inv)?;
+        check_held(&Store::new(STATE_DIR), &owner_of(inv))
+    }
+}
+
+cniwasm_plugin_sdk::export_plugin!(HostLocal);
+
+fn owner_of(inv: &Invocation) -> Owner {
+    Owner {
+        container_id: inv.container_id.clone(),
+        ifname: inv.ifname.clone(),
+    }
+}
+
+/// Allocates one address from each range set, in order. A failure releases
+/// the attachment's addresses, so a failed ADD leaves no allocation behind.
+pub fn allocate_all(
+    ipam: &IpamConfig,
+    store: &Store,
+    owner: &Owner,
+) -> Result<cniwasm_types::Result, CniError> {
+    let mut requested = ipam.requested.clone();
+    let mut result = cniwasm_types::Result {
+        routes: ipam.routes.clone(),
+        ..Default::default()
+    };
+
+    for (set_index, set) in ipam.range_sets.iter().enumerate() {
+        let wanted = requested
+            .iter()
+            .position(|address| range_for(set, *address).is_some())
+            .map(|position| requested.remove(position));
+        let allocator = Allocator {
+            set,
+            set_index,
+            store,
+        };
+
+        match allocator.allocate(owner, wanted) {
+            Ok(allocation) => result.ips.push(IpConfig {
+                interface: None,
+                address: allocation.address.to_string(),
+                gateway: allocation.gateway.to_string(),
+            }),
+            Err(error) => {
+                release_after_failure(store, owner);
+                return Err(CniError::new(
+                    codes::INTERNAL,
+                    format!("failed to allocate for range {set_index}: {error}"),
+                ));
+            }
+        }
+    }
+
+    if !requested.is_empty() {
+        release_after_failure(store, owner);
+        let list: Vec<String> = requested.iter().map(ToString::to_string).collect();
+        return Err(CniError::new(
+            codes::INTERNAL,
+            format!(
+                "failed to allocate all requested IPs: {}: request addresses inside rangeStart-rangeEnd of a range",
+                list.join(" ")
+            ),
+        ));
+    }
+    Ok(result)
+}
+
+fn release_after_failure(store: &Store, owner: &Owner) {
+    if let Err(error) = store.release(owner) {
+        logging::warn(&format!(
+            "failed to release addresses of container {} after a failed ADD: {error}",
+            owner.container_id
+        ));
+    }
+}
+
+/// Succeeds when the attachment holds any address. Like the reference
+/// plugin, it does not verify which one.
+pub fn check_held(store: &Store, owner: &Owner) -> Result<(), CniError> {
+    let held = store
+        .holds_any(owner)
+        .map_err(|error| CniError::new(codes::IO_FAILURE, error))?;
+    if held {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            codes::INTERNAL,
+            format!(
+                "host-local: Failed to find address added by container {}",
+                owner.container_id
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn ipam(value: Value, inv: &Invocation) -> IpamConfig {
+        let versions: Vec<String> = cniwasm_plugin_sdk::ALL_VERSIONS
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        let config = PluginConfig::parse(&value.to_string(), &versions).unwrap();
+        IpamConfig::parse(&config, inv).unwrap()
+    }
+
+    fn owner(id: &str, ifname: &str) -> Owner {
+        Owner {
+            container_id: id.into(),
+            ifname: ifname.into(),
+        }
+    }
+
+    fn dual_stack() -> Value {
+        json!({"cniVersion": "0.4.0", "name": "mynet", "ipam": {"type": "host-local",
+            "ranges": [[{"subnet": "10.1.2.0/24"}, {"subnet": "10.2.2.0/24"}],
+                       [{"subnet": "2001:db8:1::/64"}]],
+            "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}})
+    }
+
+    #[test]
+    fn dual_stack_add_matches_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let config = ipam(dual_stack(), &Invocation::default());
+
+        let result = allocate_all(&config, &store, &owner("dummy", "eth0")).unwrap();
+
+        assert_eq!(result.ips[0].address, "10.1.2.2/24");
+        assert_eq!(result.ips[0].gateway, "10.1.2.1");
+        assert_eq!(result.ips[0].interface, None);
+        assert_eq!(result.ips[1].address, "2001:db8:1::2/64");
+        assert_eq!(result.ips[1].gateway, "2001:db8:1::1");
+        assert_eq!(result.routes.len(), 2);
+        let file = fs::read_to_string(dir.path().join("10.1.2.2")).unwrap();
+        assert_eq!(file, "dummy\r\neth0");
+        let last = fs::read_to_string(dir.path().join("last_reserved_ip.1")).unwrap();
+        assert_eq!(last, "2001:db8:1::2");
+    }
+
+    #[test]
+    fn add_result_renders_version_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ipam(dual_stack(), &Invocation::default());
+        let result = allocate_all(&config, &Store::new(dir.path()), &owner("a", "eth0")).unwrap();
+
+        let json = cniwasm_types::result_to_json(&result, "0.4.0").unwrap();
+        assert_eq!(json["ips"][0]["version"], json!("4"));
+        assert_eq!(json["ips"][0].get("interface"), None);
+    }
+
+    #[test]
+    fn same_id_other_ifname_is_independent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let config = ipam(dual_stack(), &Invocation::default());
+
+        let first = allocate_all(&config, &store, &owner("a", "eth0")).unwrap();
+        let second = allocate_all(&config, &store, &owner("a", "eth1")).unwrap();
+        let third = allocate_all(&config, &store, &owner("b", "eth0")).unwrap();
+
+        assert_eq!(first.ips[0].address, "10.1.2.2/24");
+        assert_eq!(second.ips[0].address, "10.1.2.3/24");
+        assert_eq!(third.ips[0].address, "10.1.2.4/24");
+        assert!(allocate_all(&config, &store, &owner("a", "eth0")).is_err());
+    }
+
+    #[test]
+    fn failure_releases_earlier_sets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let config = ipam(dual_stack(), &Invocation::default());
+        fs::write(dir.path().join("2001:db8:1::9"), "a\r\neth0").unwrap();
+
+        let error = allocate_all(&config, &store, &owner("a", "eth0")).unwrap_err();
+
+        assert!(
+            error.msg.starts_with(
+                "failed to allocate for range 1: 2001:db8:1::9 has been allocated to a"
+            )
+        );
+        assert!(!dir.path().join("10.1.2.2").exists());
+    }
+
+    #[test]
+    fn requested_ip_goes_to_matching_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = Invocation {
+            args: vec![("IP".into(), "2001:db8:1::99,10.2.2.50".into())],
+            ..Default::default()
+        };
+        let config = ipam(dual_stack(), &inv);
+
+        let result = allocate_all(&config, &Store::new(dir.path()), &owner("a", "eth0")).unwrap();
+
+        assert_eq!(result.ips[0].address, "10.2.2.50/24");
+        assert_eq!(result.ips[0].gateway, "10.2.2.1");
+        assert_eq!(result.ips[1].address, "2001:db8:1::99/64");
+    }
+
+    #[test]
+    fn unmatched_request_fails_and_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = Invocation {
+            args: vec![("IP".into(), "10.9.9.9".into())],
+            ..Default::default()
+        };
+        let config = ipam(dual_stack(), &inv);
+
+        let error =
+            allocate_all(&config, &Store::new(dir.path()), &owner("a", "eth0")).unwrap_err();
+
+        assert!(
+            error
+                .msg
+                .starts_with("failed to allocate all requested IPs: 10.9.9.9")
+        );
+        assert!(!dir.path().join("10.1.2.2").exists());
+    }
+
+    #[test]
+    fn check_finds_current_and_legacy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        assert!(check_held(&store, &owner("a", "eth0")).is_err());
+
+        fs::write(dir.path().join("10.1.2.2"), "a\r\neth0").unwrap();
+        fs::write(dir.path().join("10.1.2.3"), "old").unwrap();
+
+        assert!(check_held(&store, &owner("a", "eth0")).is_ok());
+        assert!(check_held(&store, &owner("old", "eth0")).is_ok());
+        let error = check_held(&store, &owner("b", "eth0")).unwrap_err();
+        assert_eq!(
+            error.msg,
+            "host-local: Failed to find address added by container b"
+        );
+    }
+}
