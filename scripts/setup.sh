@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what building and testing cniwasm needs: Debian packages for the
+# kernel tools and the reference CNI plugins, and the wasm32-wasip2 target.
+set -euo pipefail
+
+packages=(iptables iproute2 containernetworking-plugins curl busybox util-linux)
+
+missing=()
+for package in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+
+if ((${#missing[@]} > 0)); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: missing packages ${missing[*]}; run as root to install them" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends "${missing[@]}" \
+    || { apt-get update && apt-get install -y --no-install-recommends "${missing[@]}"; }
+fi
+
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  rustup target add wasm32-wasip2
+fi
