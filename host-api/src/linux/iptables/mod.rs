@@ -1,0 +1,300 @@
+//! [`Firewall`] over `iptables-save` and `iptables-restore`: each call reads
+//! the nat table once and applies all its changes in one restore, instead of
+//! one iptables process per rule.
+
+mod rules;
+mod script;
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use ipnet::IpNet;
+
+use crate::kernel::{
+    Firewall, KernelError, KernelErrorKind, Namespace, Netlink, Owner, PortMapSpec, Sysctl,
+};
+use rules::{Family, Rule};
+use script::{RestoreScript, SavedTable};
+
+/// The default lock file. iptables itself takes /run/xtables.lock around each
+/// command, so this lock must be another file.
+const DEFAULT_LOCK_PATH: &str = "/run/cniwasm/iptables.lock";
+
+/// Enables `route_localnet` on the host's route device to a container, so
+/// that DNAT of traffic to 127.0.0.1 reaches it. The reference portmap
+/// plugin does this for IPv4 port mappings with SNAT.
+pub struct LocalnetRouting {
+    /// Looks up the route device; shared with the host API's netlink.
+    pub netlink: Arc<Mutex<dyn Netlink + Send>>,
+    pub sysctl: Box<dyn Sysctl + Send>,
+}
+
+pub struct FirewallOptions {
+    /// File that serializes the save-and-restore of concurrent cniwasm
+    /// processes with an exclusive flock; its directory is created.
+    pub lock_path: PathBuf,
+    /// `None` leaves `route_localnet` alone, and then port mappings on
+    /// 127.0.0.1 do not reach the container.
+    pub localnet: Option<LocalnetRouting>,
+}
+
+impl Default for FirewallOptions {
+    fn default() -> Self {
+        Self {
+            lock_path: PathBuf::from(DEFAULT_LOCK_PATH),
+            localnet: None,
+        }
+    }
+}
+
+/// NAT rules in the network namespace of the calling thread, which the
+/// iptables child processes inherit.
+pub struct IptablesFirewall {
+    options: FirewallOptions,
+}
+
+impl IptablesFirewall {
+    pub fn new(options: FirewallOptions) -> Self {
+        Self { options }
+    }
+
+    /// Reads the nat table under the lock, and applies the script that `plan`
+    /// builds from it unless the script is empty.
+    fn apply(
+        &self,
+        family: Family,
+        operation: &str,
+        plan: impl FnOnce(&SavedTable) -> Result<RestoreScript, KernelError>,
+    ) -> Result<(), KernelError> {
+        let _lock = self.lock(operation)?;
+
+        let state = save(family, operation)?;
+        let script = plan(&state)?;
+        if script.is_empty() {
+            return Ok(());
+        }
+        restore(family, operation, &script)
+    }
+
+    /// Reads the nat table under the lock, so no restore runs halfway.
+    fn read(&self, family: Family, operation: &str) -> Result<SavedTable, KernelError> {
+        let _lock = self.lock(operation)?;
+        save(family, operation)
+    }
+
+    fn lock(&self, operation: &str) -> Result<File, KernelError> {
+        let path = &self.options.lock_path;
+        let failed = |err: std::io::Error| {
+            let reason = format!("lock {}: {err}", path.display());
+            KernelError::new(KernelErrorKind::Failed, Namespace::Host, operation, reason)
+        };
+
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(failed)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(failed)?;
+        // An flock is released when the file closes, also if the process dies.
+        file.lock().map_err(failed)?;
+        Ok(file)
+    }
+
+    /// Sets `route_localnet` on the host's route device to `container`.
+    fn enable_localnet(&mut self, container: IpAddr) -> Result<(), KernelError> {
+        let Some(localnet) = &mut self.options.localnet else {
+            tracing::debug!(%container, "route_localnet left alone: no localnet routing configured");
+            return Ok(());
+        };
+
+        let device = {
+            let mut netlink = localnet
+                .netlink
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            netlink.route_device(container)?
+        };
+        // The reference plugin also skips this when no route exists.
+        let Some(device) = device else {
+            tracing::warn!(%container, "route_localnet not set: no route to the container");
+            return Ok(());
+        };
+        let key = format!("net/ipv4/conf/{device}/route_localnet");
+        localnet.sysctl.set(Namespace::Host, &key, "1")
+    }
+}
+
+/// Runs `iptables-save -t nat` (or ip6tables-save) and parses its output.
+fn save(family: Family, operation: &str) -> Result<SavedTable, KernelError> {
+    let command = family.save_command();
+    let output = Command::new(command)
+        .args(["-t", "nat"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|err| command_error(operation, format!("run {command}: {err}")))?;
+
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let reason = format!(
+            "{command} -t nat failed with {}: {}",
+            output.status,
+            stderr.trim()
+        );
+        return Err(command_error(operation, reason));
+    }
+    Ok(SavedTable::parse(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// Runs `iptables-restore --noflush -w` (or ip6tables-restore) with `script`.
+fn restore(family: Family, operation: &str, script: &RestoreScript) -> Result<(), KernelError> {
+    let command = family.restore_command();
+    let text = script.render();
+    let mut child = Command::new(command)
+        .args(["--noflush", "-w"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| command_error(operation, format!("run {command}: {err}")))?;
+
+    // Dropping stdin after the write closes it, so the child sees the end.
+    let written = match child.stdin.take() {
+        Some(mut stdin) => stdin.write_all(text.as_bytes()),
+        None => Ok(()),
+    };
+    let output = child
+        .wait_with_output()
+        .map_err(|err| command_error(operation, format!("wait for {command}: {err}")))?;
+
+    if !output.status.success() || written.is_err() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let reason = format!(
+            "{command} --noflush failed with {}: {}; script:\n{text}",
+            output.status,
+            stderr.trim()
+        );
+        return Err(command_error(operation, reason));
+    }
+    tracing::debug!(command, script = %text, "applied iptables script");
+    Ok(())
+}
+
+fn command_error(operation: &str, reason: String) -> KernelError {
+    KernelError::new(KernelErrorKind::Failed, Namespace::Host, operation, reason)
+}
+
+fn missing_rule_error(operation: &str, rule: &Rule) -> KernelError {
+    KernelError::new(
+        KernelErrorKind::NotFound,
+        Namespace::Host,
+        operation,
+        format!("rule not found: {}", rule.saved_line()),
+    )
+}
+
+fn describe(owner: &Owner) -> String {
+    format!(
+        "network {:?} container {:?}",
+        owner.network, owner.container_id
+    )
+}
+
+impl Firewall for IptablesFirewall {
+    fn add_port_mappings(&mut self, owner: &Owner, spec: &PortMapSpec) -> Result<(), KernelError> {
+        let operation = format!("add port mappings of {}", describe(owner));
+        let rules = rules::port_map_rules(owner, spec).map_err(|reason| {
+            KernelError::new(
+                KernelErrorKind::Invalid,
+                Namespace::Host,
+                &operation,
+                reason,
+            )
+        })?;
+        let family = Family::of(spec.container_address.addr());
+
+        // Set before the rules exist, so no connection to 127.0.0.1 is
+        // translated while the device would still drop it.
+        if spec.snat && family == Family::V4 && !rules.dnat_rules.is_empty() {
+            self.enable_localnet(spec.container_address.addr())?;
+        }
+
+        self.apply(family, &operation, |state| {
+            Ok(script::add_port_mappings_script(state, &rules))
+        })
+    }
+
+    fn check_port_mappings(
+        &mut self,
+        owner: &Owner,
+        spec: &PortMapSpec,
+    ) -> Result<(), KernelError> {
+        let operation = format!("check port mappings of {}", describe(owner));
+        let rules = rules::port_map_rules(owner, spec).map_err(|reason| {
+            KernelError::new(
+                KernelErrorKind::Invalid,
+                Namespace::Host,
+                &operation,
+                reason,
+            )
+        })?;
+        let family = Family::of(spec.container_address.addr());
+
+        let state = self.read(family, &operation)?;
+        match script::first_missing(&state, rules.all_rules()) {
+            Some(rule) => Err(missing_rule_error(&operation, rule)),
+            None => Ok(()),
+        }
+    }
+
+    fn remove_port_mappings(&mut self, owner: &Owner) -> Result<(), KernelError> {
+        let operation = format!("remove port mappings of {}", describe(owner));
+        let chain = owner.dnat_chain();
+
+        for family in [Family::V4, Family::V6] {
+            self.apply(family, &operation, |state| {
+                Ok(script::remove_port_mappings_script(state, &chain))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn add_masquerade(&mut self, owner: &Owner, address: IpNet) -> Result<(), KernelError> {
+        let operation = format!("add masquerade for {address} of {}", describe(owner));
+        let chain = owner.masquerade_chain();
+        let rules = rules::masquerade_rules(owner, address);
+
+        self.apply(Family::of(address.addr()), &operation, |state| {
+            Ok(script::add_masquerade_script(state, &chain, &rules))
+        })
+    }
+
+    fn check_masquerade(&mut self, owner: &Owner, address: IpNet) -> Result<(), KernelError> {
+        let operation = format!("check masquerade for {address} of {}", describe(owner));
+        let rules = rules::masquerade_rules(owner, address);
+
+        let state = self.read(Family::of(address.addr()), &operation)?;
+        match script::first_missing(&state, rules.iter()) {
+            Some(rule) => Err(missing_rule_error(&operation, rule)),
+            None => Ok(()),
+        }
+    }
+
+    fn remove_masquerade(&mut self, owner: &Owner) -> Result<(), KernelError> {
+        let operation = format!("remove masquerade of {}", describe(owner));
+        let chain = owner.masquerade_chain();
+
+        for family in [Family::V4, Family::V6] {
+            self.apply(family, &operation, |state| {
+                Ok(script::remove_masquerade_script(state, &chain))
+            })?;
+        }
+        Ok(())
+    }
+}

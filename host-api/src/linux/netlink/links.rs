@@ -1,0 +1,325 @@
+//! Link requests and the mapping of RTM_NEWLINK replies to [`LinkInfo`].
+
+use futures::TryStreamExt;
+use netlink_packet_route::link::{
+    InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+};
+use rtnetlink::{LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth};
+use std::os::fd::RawFd;
+
+use super::{Connection, errno};
+use crate::kernel::{BridgeSpec, KernelError, KernelErrorKind, LinkInfo, LinkSettings, VethSpec};
+
+/// Looks a link up by name; `None` when the namespace has no such link.
+pub(super) async fn find_link(
+    conn: &Connection,
+    name: &str,
+) -> Result<Option<LinkMessage>, KernelError> {
+    let mut replies = conn.handle.link().get().match_name(name).execute();
+    match replies.try_next().await {
+        Ok(message) => Ok(message),
+        Err(err) if errno(&err) == Some(libc::ENODEV) => Ok(None),
+        Err(err) => Err(conn.error(format!("get link {name}"), err)),
+    }
+}
+
+/// Looks a link up by name and fails with `NotFound` when it is absent.
+pub(super) async fn require_link(
+    conn: &Connection,
+    name: &str,
+    operation: &str,
+) -> Result<LinkMessage, KernelError> {
+    match find_link(conn, name).await? {
+        Some(message) => Ok(message),
+        None => Err(KernelError::new(
+            KernelErrorKind::NotFound,
+            conn.ns,
+            operation,
+            format!("link {name} not found"),
+        )),
+    }
+}
+
+pub(super) async fn link_name(conn: &Connection, index: u32) -> Result<String, KernelError> {
+    let mut replies = conn.handle.link().get().match_index(index).execute();
+    let message = replies
+        .try_next()
+        .await
+        .map_err(|err| conn.error(format!("get link with index {index}"), err))?;
+    message.as_ref().and_then(name_of).ok_or_else(|| {
+        KernelError::new(
+            KernelErrorKind::NotFound,
+            conn.ns,
+            format!("get link with index {index}"),
+            "the kernel returned no link name",
+        )
+    })
+}
+
+/// Reads a link by name and maps it, resolving its master's name.
+pub(super) async fn read_link(
+    conn: &Connection,
+    name: &str,
+) -> Result<Option<LinkInfo>, KernelError> {
+    let Some(message) = find_link(conn, name).await? else {
+        return Ok(None);
+    };
+    let master = match master_index(&message) {
+        Some(index) => Some(link_name(conn, index).await?),
+        None => None,
+    };
+    Ok(Some(to_link_info(&message, master)))
+}
+
+/// Reads a link that must exist, as after creating it.
+pub(super) async fn read_existing_link(
+    conn: &Connection,
+    name: &str,
+    operation: &str,
+) -> Result<LinkInfo, KernelError> {
+    read_link(conn, name).await?.ok_or_else(|| {
+        KernelError::new(
+            KernelErrorKind::NotFound,
+            conn.ns,
+            operation,
+            format!("link {name} disappeared"),
+        )
+    })
+}
+
+pub(super) fn bridge_request(spec: &BridgeSpec) -> LinkMessage {
+    // LinkBridge::new already sets the up flag.
+    let mut builder = LinkBridge::new(&spec.name).vlan_filtering(spec.vlan_filtering);
+    if let Some(mtu) = spec.mtu {
+        builder = builder.mtu(mtu);
+    }
+    if spec.promisc {
+        builder = builder.promiscuous(true);
+    }
+    builder.build()
+}
+
+/// Builds one RTM_NEWLINK request for a veth pair whose peer is created in
+/// the namespace `container_netns`, as `ip link add H type veth peer name C
+/// netns NS` does. Creating the peer there avoids moving it afterwards, which
+/// waits for an RCU grace period in the kernel.
+pub(super) fn veth_request(spec: &VethSpec, container_netns: RawFd) -> Result<LinkMessage, String> {
+    let mut peer = LinkUnspec::new_with_name(&spec.container_name).setns_by_fd(container_netns);
+    if let Some(mtu) = spec.mtu {
+        peer = peer.mtu(mtu);
+    }
+    if let Some(mac) = &spec.container_mac {
+        peer = peer.address(parse_mac(mac)?);
+    }
+
+    let mut host = LinkVeth::new(&spec.host_name, &spec.container_name);
+    if let Some(mtu) = spec.mtu {
+        host = host.mtu(mtu);
+    }
+    let peer_info = InfoData::Veth(InfoVeth::Peer(peer.build()));
+    Ok(host.set_info_data(peer_info).build())
+}
+
+/// Builds the RTM_SETLINK request for every setting except hairpin, which
+/// is a bridge port option; `None` when there is nothing to change.
+pub(super) fn settings_request(
+    index: u32,
+    settings: &LinkSettings,
+    master_index: Option<u32>,
+) -> Result<Option<LinkMessage>, String> {
+    let mut builder = LinkUnspec::new_with_index(index);
+    let mut changed = false;
+
+    if let Some(mtu) = settings.mtu {
+        builder = builder.mtu(mtu);
+        changed = true;
+    }
+    if let Some(mac) = &settings.mac {
+        builder = builder.address(parse_mac(mac)?);
+        changed = true;
+    }
+    if let Some(master) = master_index {
+        builder = builder.controller(master);
+        changed = true;
+    }
+    if let Some(promisc) = settings.promisc {
+        builder = builder.promiscuous(promisc);
+        changed = true;
+    }
+    if let Some(up) = settings.up {
+        builder = if up { builder.up() } else { builder.down() };
+        changed = true;
+    }
+
+    Ok(changed.then(|| builder.build()))
+}
+
+/// Builds the request that sets IFLA_BRPORT_MODE (hairpin) on a bridge port.
+/// It travels as bridge port data in IFLA_LINKINFO, as `ip link set DEV type
+/// bridge_slave hairpin on` sends it; the kernel applies it through the
+/// bridge's slave_changelink, so the link must already be a bridge port.
+pub(super) fn hairpin_request(index: u32, hairpin: bool) -> LinkMessage {
+    LinkBridgePort::new(index).hairpin(hairpin).build()
+}
+
+pub(super) fn name_of(message: &LinkMessage) -> Option<String> {
+    message.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::IfName(name) => Some(name.clone()),
+        _ => None,
+    })
+}
+
+fn master_index(message: &LinkMessage) -> Option<u32> {
+    message.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::Controller(index) if *index != 0 => Some(*index),
+        _ => None,
+    })
+}
+
+/// Maps an RTM_NEWLINK message; `master` is the name of IFLA_MASTER's link.
+pub(super) fn to_link_info(message: &LinkMessage, master: Option<String>) -> LinkInfo {
+    let mut info = LinkInfo {
+        name: String::new(),
+        index: message.header.index,
+        kind: String::new(),
+        mac: String::new(),
+        mtu: 0,
+        up: message.header.flags.contains(LinkFlags::Up),
+        oper_state: "unknown".to_string(),
+        master,
+        promisc: message.header.flags.contains(LinkFlags::Promisc),
+    };
+
+    for attr in &message.attributes {
+        match attr {
+            LinkAttribute::IfName(name) => info.name = name.clone(),
+            LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
+            LinkAttribute::Address(bytes) => info.mac = format_mac(bytes),
+            LinkAttribute::OperState(state) => info.oper_state = state.to_string().to_lowercase(),
+            LinkAttribute::LinkInfo(infos) => info.kind = kind_of(infos),
+            _ => {}
+        }
+    }
+    info
+}
+
+fn kind_of(infos: &[NlLinkInfo]) -> String {
+    infos
+        .iter()
+        .find_map(|info| match info {
+            NlLinkInfo::Kind(kind) => Some(kind.to_string()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// Parses colon-separated hex (`02:42:ac:11:00:02`) into six bytes.
+pub(super) fn parse_mac(text: &str) -> Result<Vec<u8>, String> {
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|part| {
+            if part.len() == 2 {
+                u8::from_str_radix(part, 16).ok()
+            } else {
+                None
+            }
+        })
+        .collect::<Option<_>>()
+        .ok_or_else(|| {
+            format!("invalid MAC address {text:?}: expected six colon-separated hex bytes")
+        })?;
+
+    if bytes.len() != 6 {
+        return Err(format!(
+            "invalid MAC address {text:?}: expected six colon-separated hex bytes"
+        ));
+    }
+    Ok(bytes)
+}
+
+pub(super) fn format_mac(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_route::link::{InfoKind, State};
+
+    #[test]
+    fn mac_round_trips() {
+        let bytes = parse_mac("02:42:AC:11:00:02").unwrap();
+        assert_eq!(bytes, vec![0x02, 0x42, 0xac, 0x11, 0x00, 0x02]);
+        assert_eq!(format_mac(&bytes), "02:42:ac:11:00:02");
+    }
+
+    #[test]
+    fn mac_rejects_bad_text() {
+        for text in [
+            "",
+            "02:42",
+            "02:42:ac:11:00:02:03",
+            "0g:42:ac:11:00:02",
+            "2:42:ac:11:00:02",
+        ] {
+            assert!(parse_mac(text).is_err(), "{text:?} parsed");
+        }
+    }
+
+    #[test]
+    fn link_info_maps_attributes() {
+        let mut message = LinkMessage::default();
+        message.header.index = 7;
+        message.header.flags = LinkFlags::Up | LinkFlags::Promisc;
+        message.attributes = vec![
+            LinkAttribute::IfName("cni0".into()),
+            LinkAttribute::Mtu(1400),
+            LinkAttribute::Address(vec![0x0a, 0x58, 0x0a, 0xf4, 0x0a, 0x01]),
+            LinkAttribute::OperState(State::LowerLayerDown),
+            LinkAttribute::LinkInfo(vec![NlLinkInfo::Kind(InfoKind::Bridge)]),
+        ];
+
+        let info = to_link_info(&message, Some("br0".into()));
+
+        assert_eq!(info.name, "cni0");
+        assert_eq!(info.index, 7);
+        assert_eq!(info.kind, "bridge");
+        assert_eq!(info.mac, "0a:58:0a:f4:0a:01");
+        assert_eq!(info.mtu, 1400);
+        assert!(info.up);
+        assert!(info.promisc);
+        assert_eq!(info.oper_state, "lowerlayerdown");
+        assert_eq!(info.master.as_deref(), Some("br0"));
+    }
+
+    #[test]
+    fn settings_request_is_none_without_changes() {
+        let request = settings_request(3, &LinkSettings::default(), None).unwrap();
+        assert!(request.is_none());
+    }
+
+    #[test]
+    fn settings_request_carries_master_and_flags() {
+        let settings = LinkSettings {
+            up: Some(true),
+            promisc: Some(false),
+            ..LinkSettings::default()
+        };
+        let message = settings_request(3, &settings, Some(9)).unwrap().unwrap();
+
+        assert_eq!(message.header.index, 3);
+        assert!(message.header.flags.contains(LinkFlags::Up));
+        assert!(!message.header.flags.contains(LinkFlags::Promisc));
+        assert!(
+            message
+                .header
+                .change_mask
+                .contains(LinkFlags::Up | LinkFlags::Promisc)
+        );
+        assert!(message.attributes.contains(&LinkAttribute::Controller(9)));
+    }
+}
