@@ -5,8 +5,7 @@
 use cniwasm_integration_tests::{HttpServer, Netns, Scenario, http_get, repo_root, require_root};
 use serde_json::{Value, json};
 
-const CAP_ARGS: &str =
-    r#"{"portMappings":[{"hostPort":9090,"containerPort":80,"protocol":"tcp","hostIP":"127.0.0.1"}]}"#;
+const CAP_ARGS: &str = r#"{"portMappings":[{"hostPort":9090,"containerPort":80,"protocol":"tcp","hostIP":"127.0.0.1"}]}"#;
 
 fn seed_scenario() -> Scenario {
     let scenario = Scenario::new();
@@ -17,19 +16,27 @@ fn seed_scenario() -> Scenario {
 
 fn add(scenario: &Scenario, container: &Netns) -> Value {
     let netns = container.path();
-    let output = scenario.cniwasm(&["add", "mynet", netns.to_str().unwrap()], &[("CAP_ARGS", CAP_ARGS)]);
+    let output = scenario.cniwasm(
+        &["add", "mynet", netns.to_str().unwrap()],
+        &[("CAP_ARGS", CAP_ARGS)],
+    );
     output.assert_success();
     output.json()
 }
 
 fn del(scenario: &Scenario, netns: &str) {
-    scenario.cniwasm(&["del", "mynet", netns], &[("CAP_ARGS", CAP_ARGS)]).assert_success();
+    scenario
+        .cniwasm(&["del", "mynet", netns], &[("CAP_ARGS", CAP_ARGS)])
+        .assert_success();
 }
 
 /// The container id cnitool derives from a namespace path.
 fn container_id(netns: &str) -> String {
     use sha2::{Digest, Sha512};
-    format!("cnitool-{}", &hex::encode(Sha512::digest(netns.as_bytes()))[..20])
+    format!(
+        "cnitool-{}",
+        &hex::encode(Sha512::digest(netns.as_bytes()))[..20]
+    )
 }
 
 #[test]
@@ -49,7 +56,10 @@ fn seed_add_result_and_kernel_state() {
     assert_eq!(interfaces.len(), 3);
     assert_eq!(interfaces[0]["name"], json!("mynet"));
     let host_veth = interfaces[1]["name"].as_str().unwrap().to_string();
-    assert!(host_veth.starts_with("veth") && host_veth.len() == 12, "host veth {host_veth}");
+    assert!(
+        host_veth.starts_with("veth") && host_veth.len() == 12,
+        "host veth {host_veth}"
+    );
     assert_eq!(interfaces[2]["name"], json!("eth0"));
     assert_eq!(interfaces[2]["sandbox"], json!(netns));
     for interface in interfaces {
@@ -66,7 +76,11 @@ fn seed_add_result_and_kernel_state() {
     let addresses = container.ip_json(&["addr", "show", "eth0"]);
     let address_info = &addresses[0]["addr_info"];
     assert!(
-        address_info.as_array().unwrap().iter().any(|a| a["local"] == json!("10.244.10.2") && a["prefixlen"] == json!(24)),
+        address_info
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["local"] == json!("10.244.10.2") && a["prefixlen"] == json!(24)),
         "{address_info}"
     );
     let routes = container.ip_json(&["route", "show", "default"]);
@@ -78,7 +92,11 @@ fn seed_add_result_and_kernel_state() {
     assert_eq!(veth[0]["master"], json!("mynet"));
     let bridge = scenario.host.ip_json(&["addr", "show", "mynet"]);
     assert!(
-        bridge[0]["addr_info"].as_array().unwrap().iter().any(|a| a["local"] == json!("10.244.10.1")),
+        bridge[0]["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["local"] == json!("10.244.10.1")),
         "{bridge}"
     );
     assert_eq!(bridge[0]["address"], interfaces[0]["mac"]);
@@ -87,19 +105,36 @@ fn seed_add_result_and_kernel_state() {
     let id = container_id(&netns);
     let rules = scenario.host.nat_rules();
     let dnat = "-d 127.0.0.1/32 -p tcp -m tcp --dport 9090 -j DNAT --to-destination 10.244.10.2:80";
-    assert!(rules.iter().any(|rule| rule.starts_with("-A CNI-DN-") && rule.ends_with(dnat)), "{rules:#?}");
+    assert!(
+        rules
+            .iter()
+            .any(|rule| rule.starts_with("-A CNI-DN-") && rule.ends_with(dnat)),
+        "{rules:#?}"
+    );
     let comment = format!("-m comment --comment \"name: \\\"mynet\\\" id: \\\"{id}\\\"\"");
     assert!(
-        rules.iter().any(|rule| rule.starts_with("-A POSTROUTING -s 10.244.10.2/32") && rule.contains(&comment)),
+        rules
+            .iter()
+            .any(|rule| rule.starts_with("-A POSTROUTING -s 10.244.10.2/32")
+                && rule.contains(&comment)),
         "{rules:#?}"
     );
 
     // Traffic: the container answers on its address and through the mapping.
     let _server = HttpServer::start(&container, 80, "seed says hello");
-    assert_eq!(http_get(&scenario.host, "http://10.244.10.2:80/").as_deref(), Some("seed says hello"));
-    assert_eq!(http_get(&scenario.host, "http://127.0.0.1:9090/").as_deref(), Some("seed says hello"));
+    assert_eq!(
+        http_get(&scenario.host, "http://10.244.10.2:80/").as_deref(),
+        Some("seed says hello")
+    );
+    assert_eq!(
+        http_get(&scenario.host, "http://127.0.0.1:9090/").as_deref(),
+        Some("seed says hello")
+    );
     let ping = container.exec(&["ping", "-c", "1", "-W", "2", "10.244.10.1"]);
-    assert!(ping.status.success(), "the container cannot reach its gateway");
+    assert!(
+        ping.status.success(),
+        "the container cannot reach its gateway"
+    );
 
     del(&scenario, &netns);
 }
@@ -115,20 +150,35 @@ fn seed_del_removes_everything_it_added() {
     let links_before = scenario.host.link_names();
 
     let result = add(&scenario, &container);
-    let host_veth = result["interfaces"][1]["name"].as_str().unwrap().to_string();
-    assert_eq!(scenario.reservations("mynet"), vec!["10.244.10.2".to_string()]);
+    let host_veth = result["interfaces"][1]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        scenario.reservations("mynet"),
+        vec!["10.244.10.2".to_string()]
+    );
     assert_eq!(scenario.cache_files().len(), 1);
 
     del(&scenario, &netns);
 
     let links = scenario.host.link_names();
     assert!(!links.contains(&host_veth), "{links:?}");
-    assert!(links.contains(&"mynet".to_string()), "the shared bridge is kept, as the reference keeps it");
+    assert!(
+        links.contains(&"mynet".to_string()),
+        "the shared bridge is kept, as the reference keeps it"
+    );
     assert_eq!(links.len(), links_before.len() + 1);
     assert!(!container.link_names().contains(&"eth0".to_string()));
     let rules = scenario.host.nat_rules();
-    assert!(!rules.iter().any(|rule| rule.contains("CNI-DN-")), "{rules:#?}");
-    assert!(!rules.iter().any(|rule| rule.contains("10.244.10.2")), "{rules:#?}");
+    assert!(
+        !rules.iter().any(|rule| rule.contains("CNI-DN-")),
+        "{rules:#?}"
+    );
+    assert!(
+        !rules.iter().any(|rule| rule.contains("10.244.10.2")),
+        "{rules:#?}"
+    );
     assert!(scenario.reservations("mynet").is_empty());
     assert!(scenario.cache_files().is_empty());
 
@@ -150,8 +200,14 @@ fn seed_del_after_netns_removed() {
     del(&scenario, &netns);
 
     let rules = scenario.host.nat_rules();
-    assert!(!rules.iter().any(|rule| rule.contains("CNI-DN-")), "{rules:#?}");
-    assert!(!rules.iter().any(|rule| rule.contains("10.244.10.2")), "{rules:#?}");
+    assert!(
+        !rules.iter().any(|rule| rule.contains("CNI-DN-")),
+        "{rules:#?}"
+    );
+    assert!(
+        !rules.iter().any(|rule| rule.contains("10.244.10.2")),
+        "{rules:#?}"
+    );
     assert!(scenario.reservations("mynet").is_empty());
     assert!(scenario.cache_files().is_empty());
 }
@@ -170,9 +226,17 @@ fn three_containers_get_consecutive_addresses() {
         // Each needs its own host port: the reference does not reserve ports either.
         let output = scenario.cniwasm(&["add", "mynet", netns.to_str().unwrap()], &[]);
         output.assert_success();
-        addresses.push(output.json()["ips"][0]["address"].as_str().unwrap().to_string());
+        addresses.push(
+            output.json()["ips"][0]["address"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
-    assert_eq!(addresses, ["10.244.10.2/24", "10.244.10.3/24", "10.244.10.4/24"]);
+    assert_eq!(
+        addresses,
+        ["10.244.10.2/24", "10.244.10.3/24", "10.244.10.4/24"]
+    );
 
     // They reach each other over the bridge.
     for (from, to) in [(0, "10.244.10.3"), (1, "10.244.10.4"), (2, "10.244.10.2")] {
@@ -181,7 +245,9 @@ fn three_containers_get_consecutive_addresses() {
     }
 
     for container in &containers {
-        scenario.cniwasm(&["del", "mynet", container.path().to_str().unwrap()], &[]).assert_success();
+        scenario
+            .cniwasm(&["del", "mynet", container.path().to_str().unwrap()], &[])
+            .assert_success();
     }
     assert!(scenario.reservations("mynet").is_empty());
 }

@@ -13,13 +13,22 @@ const KIND: &str = "cniCacheV1";
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("failed to write result cache {}: {source}", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("failed to read result cache {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid result cache {}: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
     #[error("failed to remove result cache {}: {source}", path.display())]
-    Remove { path: PathBuf, source: std::io::Error },
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// One cached attachment (the `cniCacheV1` object).
@@ -38,7 +47,11 @@ pub struct CachedAttachment {
     pub netns: String,
     #[serde(rename = "cniArgs", default, skip_serializing_if = "Vec::is_empty")]
     pub cni_args: Vec<(String, String)>,
-    #[serde(rename = "capabilityArgs", default, skip_serializing_if = "Map::is_empty")]
+    #[serde(
+        rename = "capabilityArgs",
+        default,
+        skip_serializing_if = "Map::is_empty"
+    )]
     pub capability_args: Map<String, Value>,
     #[serde(default)]
     pub result: Value,
@@ -53,7 +66,10 @@ pub struct CacheKey<'a> {
 }
 
 pub fn cache_path(cache_dir: &Path, key: CacheKey<'_>) -> PathBuf {
-    cache_dir.join("results").join(format!("{}-{}-{}", key.network, key.container_id, key.ifname))
+    cache_dir.join("results").join(format!(
+        "{}-{}-{}",
+        key.network, key.container_id, key.ifname
+    ))
 }
 
 /// Parameters of [`write`].
@@ -83,19 +99,26 @@ pub fn write(cache_dir: &Path, entry: &CacheEntry<'_>) -> Result<PathBuf, CacheE
     };
     let bytes = serde_json::to_vec(&cached).expect("a cache entry always serialises");
 
-    let write_error = |source| CacheError::Write { path: path.clone(), source };
+    let write_error = |source| CacheError::Write {
+        path: path.clone(),
+        source,
+    };
     let dir = path.parent().expect("cache paths have a parent");
     create_private_dir(dir).map_err(write_error)?;
 
     let mut file = tempfile::NamedTempFile::new_in(dir).map_err(write_error)?;
     std::io::Write::write_all(&mut file, &bytes).map_err(write_error)?;
-    file.persist(&path).map_err(|error| write_error(error.error))?;
+    file.persist(&path)
+        .map_err(|error| write_error(error.error))?;
     Ok(path)
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Reads a cached attachment; `Ok(None)` when there is no cache file.
@@ -107,8 +130,10 @@ pub fn read(cache_dir: &Path, key: CacheKey<'_>) -> Result<Option<CachedAttachme
         Err(source) => return Err(CacheError::Read { path, source }),
     };
 
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|error| CacheError::Corrupt { path: path.clone(), reason: error.to_string() })?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|error| CacheError::Corrupt {
+        path: path.clone(),
+        reason: error.to_string(),
+    })?;
     if value.get("kind").and_then(Value::as_str) != Some(KIND) {
         // A legacy cache file holds only the result.
         return Ok(Some(CachedAttachment {
@@ -124,7 +149,12 @@ pub fn read(cache_dir: &Path, key: CacheKey<'_>) -> Result<Option<CachedAttachme
         }));
     }
 
-    serde_json::from_value(value).map(Some).map_err(|error| CacheError::Corrupt { path, reason: error.to_string() })
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|error| CacheError::Corrupt {
+            path,
+            reason: error.to_string(),
+        })
 }
 
 /// Removes the cache file; a missing file is not an error.
@@ -142,7 +172,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const KEY: CacheKey<'static> = CacheKey { network: "mynet", container_id: "abc", ifname: "eth0" };
+    const KEY: CacheKey<'static> = CacheKey {
+        network: "mynet",
+        container_id: "abc",
+        ifname: "eth0",
+    };
 
     #[test]
     fn write_then_read_round_trips() {
@@ -164,7 +198,10 @@ mod tests {
         assert_eq!(cached.kind, "cniCacheV1");
         assert_eq!(cached.config, "eyJuYW1lIjoibXluZXQifQ==");
         assert_eq!(cached.capability_args, capability_args);
-        assert_eq!(cached.cni_args, vec![("IP".to_string(), "10.0.0.2".to_string())]);
+        assert_eq!(
+            cached.cni_args,
+            vec![("IP".to_string(), "10.0.0.2".to_string())]
+        );
         assert_eq!(cached.result, json!({"cniVersion": "0.3.0"}));
     }
 
@@ -181,8 +218,18 @@ mod tests {
             result: &json!({}),
         };
         let path = write(dir.path(), &entry).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
     }
 
     #[test]
@@ -197,6 +244,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("results")).unwrap();
         std::fs::write(cache_path(dir.path(), KEY), "{\"kind\":\"cniCa").unwrap();
-        assert!(matches!(read(dir.path(), KEY), Err(CacheError::Corrupt { .. })));
+        assert!(matches!(
+            read(dir.path(), KEY),
+            Err(CacheError::Corrupt { .. })
+        ));
     }
 }

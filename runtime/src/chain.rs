@@ -85,11 +85,17 @@ struct ChainRun<'a> {
 impl Runtime {
     pub fn new(options: RuntimeOptions, kernels: Arc<dyn KernelFactory>) -> Result<Self, Error> {
         let engine = PluginEngine::new(options.compile_cache.clone())?;
-        Ok(Self { engine, options, kernels })
+        Ok(Self {
+            engine,
+            options,
+            kernels,
+        })
     }
 
     fn locator(&self) -> PluginLocator {
-        PluginLocator { search_path: self.options.plugin_path.clone() }
+        PluginLocator {
+            search_path: self.options.plugin_path.clone(),
+        }
     }
 
     /// Adds the container to the network and returns the final result in the
@@ -98,7 +104,10 @@ impl Runtime {
     pub fn add(&self, list: &NetworkConfigList, attachment: &Attachment) -> Result<Value, Error> {
         validate_attachment(list, attachment)?;
         let netns = attachment.netns.as_deref().ok_or_else(|| {
-            Error::invalid(codes::INVALID_ENVIRONMENT_VARIABLES, "missing network namespace path: ADD needs one")
+            Error::invalid(
+                codes::INVALID_ENVIRONMENT_VARIABLES,
+                "missing network namespace path: ADD needs one",
+            )
         })?;
         check_netns_exists(netns)?;
         let run = self.prepare(list, attachment, Some(netns))?;
@@ -135,7 +144,11 @@ impl Runtime {
     pub fn del(&self, list: &NetworkConfigList, attachment: &Attachment) -> Result<(), Error> {
         let netns = attachment.netns.as_deref().filter(|path| path.exists());
         let mut run = self.prepare(list, attachment, netns)?;
-        let key = cache_key(&run);
+        let key = CacheKey {
+            network: &list.name,
+            container_id: &attachment.container_id,
+            ifname: &attachment.ifname,
+        };
 
         let cached = match cache::read(&self.options.cache_dir, key) {
             Ok(cached) => cached,
@@ -149,10 +162,13 @@ impl Runtime {
             .filter(|_| version_at_least(&list.cni_version, "0.4.0"))
             .and_then(|cached| convert_cached(&cached.result, &list.cni_version));
         let mut capability_args = attachment.capability_args.clone();
-        if capability_args.is_empty() && let Some(cached) = &cached {
+        if capability_args.is_empty()
+            && let Some(cached) = &cached
+        {
             capability_args = cached.capability_args.clone();
         }
-        run.invocation.args = merged_args(attachment, cached.as_ref().map(|c| c.cni_args.as_slice()));
+        run.invocation.args =
+            merged_args(attachment, cached.as_ref().map(|c| c.cni_args.as_slice()));
 
         let mut errors = Vec::new();
         for (index, plugin) in list.plugins.iter().enumerate().rev() {
@@ -163,7 +179,11 @@ impl Runtime {
         }
 
         if !errors.is_empty() {
-            return Err(if errors.len() == 1 { errors.remove(0) } else { Error::Many { errors } });
+            return Err(if errors.len() == 1 {
+                errors.remove(0)
+            } else {
+                Error::Many { errors }
+            });
         }
         cache::remove(&self.options.cache_dir, key)?;
         Ok(())
@@ -173,19 +193,27 @@ impl Runtime {
     /// result as `prevResult`. Lists older than 0.4.0 have no CHECK.
     pub fn check(&self, list: &NetworkConfigList, attachment: &Attachment) -> Result<(), Error> {
         if !version_at_least(&list.cni_version, "0.4.0") {
-            return Err(Error::VersionTooOld { version: list.cni_version.clone(), command: "CHECK" });
+            return Err(Error::VersionTooOld {
+                version: list.cni_version.clone(),
+                command: "CHECK",
+            });
         }
         if list.disable_check {
             return Ok(());
         }
         let netns = attachment.netns.as_deref().ok_or_else(|| {
-            Error::invalid(codes::INVALID_ENVIRONMENT_VARIABLES, "missing network namespace path: CHECK needs one")
+            Error::invalid(
+                codes::INVALID_ENVIRONMENT_VARIABLES,
+                "missing network namespace path: CHECK needs one",
+            )
         })?;
         check_netns_exists(netns)?;
         let run = self.prepare(list, attachment, Some(netns))?;
 
         let cached = cache::read(&self.options.cache_dir, cache_key(&run))?;
-        let previous = cached.as_ref().and_then(|cached| convert_cached(&cached.result, &list.cni_version));
+        let previous = cached
+            .as_ref()
+            .and_then(|cached| convert_cached(&cached.result, &list.cni_version));
         for (index, plugin) in list.plugins.iter().enumerate() {
             let config = inject(list, plugin, previous.as_ref(), &attachment.capability_args);
             self.call(&run, index, Command::Check, &config)?;
@@ -220,12 +248,26 @@ impl Runtime {
             container_id: attachment.container_id.clone(),
             ifname: attachment.ifname.clone(),
         };
-        Ok(ChainRun { list, attachment, plugins, kernel, invocation, owner })
+        Ok(ChainRun {
+            list,
+            attachment,
+            plugins,
+            kernel,
+            invocation,
+            owner,
+        })
     }
 
-    fn call(&self, run: &ChainRun<'_>, index: usize, command: Command, config: &str) -> Result<Option<String>, Error> {
+    fn call(
+        &self,
+        run: &ChainRun<'_>,
+        index: usize,
+        command: Command,
+        config: &str,
+    ) -> Result<Option<String>, Error> {
         let plugin_type = &run.list.plugins[index].plugin_type;
-        let span = tracing::info_span!("plugin", index, plugin = %plugin_type, command = command.as_str());
+        let span =
+            tracing::info_span!("plugin", index, plugin = %plugin_type, command = command.as_str());
         let _entered = span.enter();
 
         let delegate = IpamRunner {
@@ -266,7 +308,12 @@ impl Runtime {
     /// are logged, since the ADD error is what the caller must see.
     fn roll_back(&self, run: &ChainRun<'_>, failed: usize, previous: Option<&Value>) {
         for index in (0..=failed).rev() {
-            let config = inject(run.list, &run.list.plugins[index], previous, &run.attachment.capability_args);
+            let config = inject(
+                run.list,
+                &run.list.plugins[index],
+                previous,
+                &run.attachment.capability_args,
+            );
             if let Err(error) = self.call(run, index, Command::Del, &config) {
                 tracing::warn!(%error, index, "DEL during rollback of a failed ADD failed");
             }
@@ -299,11 +346,18 @@ fn command_name(command: Command) -> &'static str {
 }
 
 fn cache_key<'a>(run: &'a ChainRun<'_>) -> CacheKey<'a> {
-    CacheKey { network: &run.list.name, container_id: &run.attachment.container_id, ifname: &run.attachment.ifname }
+    CacheKey {
+        network: &run.list.name,
+        container_id: &run.attachment.container_id,
+        ifname: &run.attachment.ifname,
+    }
 }
 
 /// Arguments of this call, or those cached at ADD when the call has none.
-fn merged_args(attachment: &Attachment, cached: Option<&[(String, String)]>) -> Vec<(String, String)> {
+fn merged_args(
+    attachment: &Attachment,
+    cached: Option<&[(String, String)]>,
+) -> Vec<(String, String)> {
     match cached {
         Some(cached) if attachment.args.is_empty() => cached.to_vec(),
         _ => attachment.args.clone(),
@@ -313,7 +367,8 @@ fn merged_args(attachment: &Attachment, cached: Option<&[(String, String)]>) -> 
 /// Converts a cached result to the list's version; an unconvertible one is
 /// dropped with a warning, as DEL must still run.
 fn convert_cached(result: &Value, version: &str) -> Option<Value> {
-    let converted = result_from_json(result, version).and_then(|parsed| result_to_json(&parsed, version));
+    let converted =
+        result_from_json(result, version).and_then(|parsed| result_to_json(&parsed, version));
     match converted {
         Ok(value) => Some(value),
         Err(error) => {
@@ -323,7 +378,11 @@ fn convert_cached(result: &Value, version: &str) -> Option<Value> {
     }
 }
 
-fn parse_plugin_result(run: &ChainRun<'_>, index: usize, output: Option<String>) -> Result<Value, Error> {
+fn parse_plugin_result(
+    run: &ChainRun<'_>,
+    index: usize,
+    output: Option<String>,
+) -> Result<Value, Error> {
     let plugin_type = &run.list.plugins[index].plugin_type;
     let invalid = |reason: String| Error::Plugin {
         command: "add",
@@ -336,7 +395,8 @@ fn parse_plugin_result(run: &ChainRun<'_>, index: usize, output: Option<String>)
     };
 
     let text = output.unwrap_or_default();
-    let value: Value = serde_json::from_str(&text).map_err(|error| invalid(format!("invalid result JSON: {error}")))?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|error| invalid(format!("invalid result JSON: {error}")))?;
     if !value.is_object() {
         return Err(invalid("invalid result JSON: expected an object".into()));
     }
@@ -353,7 +413,10 @@ fn result_error(run: &ChainRun<'_>, error: cniwasm_types::ResultError) -> Error 
         plugin_type: plugin_type.clone(),
         source: sandbox::PluginError::Cni {
             plugin: plugin_type,
-            error: cniwasm_types::CniError::new(sandbox::codes::PLUGIN_INVALID_OUTPUT, error.to_string()),
+            error: cniwasm_types::CniError::new(
+                sandbox::codes::PLUGIN_INVALID_OUTPUT,
+                error.to_string(),
+            ),
         },
     }
 }
@@ -379,7 +442,11 @@ pub(crate) fn inject(
         .capabilities
         .iter()
         .filter(|(_, enabled)| **enabled)
-        .filter_map(|(name, _)| capability_args.get(name).map(|value| (name.clone(), value.clone())))
+        .filter_map(|(name, _)| {
+            capability_args
+                .get(name)
+                .map(|value| (name.clone(), value.clone()))
+        })
         .collect();
     if runtime_config.is_empty() {
         config.remove("runtimeConfig");
@@ -392,12 +459,19 @@ pub(crate) fn inject(
 
 fn validate_attachment(list: &NetworkConfigList, attachment: &Attachment) -> Result<(), Error> {
     if attachment.container_id.is_empty() {
-        return Err(Error::invalid(codes::UNKNOWN_CONTAINER, "missing container id"));
+        return Err(Error::invalid(
+            codes::UNKNOWN_CONTAINER,
+            "missing container id",
+        ));
     }
     check_name(&attachment.container_id).map_err(|reason| {
-        Error::invalid(codes::INVALID_ENVIRONMENT_VARIABLES, format!("invalid container id: {reason}"))
+        Error::invalid(
+            codes::INVALID_ENVIRONMENT_VARIABLES,
+            format!("invalid container id: {reason}"),
+        )
     })?;
-    check_name(&list.name).map_err(|reason| Error::invalid(codes::INVALID_NETWORK_CONFIG, reason))?;
+    check_name(&list.name)
+        .map_err(|reason| Error::invalid(codes::INVALID_NETWORK_CONFIG, reason))?;
     check_ifname(&attachment.ifname)
 }
 
@@ -410,7 +484,10 @@ fn check_ifname(ifname: &str) -> Result<(), Error> {
         Some("is longer than 15 bytes")
     } else if ifname == "." || ifname == ".." {
         Some("is '.' or '..'")
-    } else if ifname.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+    } else if ifname
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
         Some("contains '/', ':' or whitespace")
     } else {
         None
@@ -418,7 +495,9 @@ fn check_ifname(ifname: &str) -> Result<(), Error> {
     match problem {
         Some(problem) => Err(Error::invalid(
             codes::INVALID_ENVIRONMENT_VARIABLES,
-            format!("invalid interface name {ifname:?}: it {problem}; set CNI_IFNAME to a valid name such as eth0"),
+            format!(
+                "invalid interface name {ifname:?}: it {problem}; set CNI_IFNAME to a valid name such as eth0"
+            ),
         )),
         None => Ok(()),
     }
@@ -430,7 +509,10 @@ fn check_netns_exists(netns: &Path) -> Result<(), Error> {
     } else {
         Err(Error::invalid(
             codes::INVALID_ENVIRONMENT_VARIABLES,
-            format!("network namespace {} does not exist: create it first (ip netns add NAME)", netns.display()),
+            format!(
+                "network namespace {} does not exist: create it first (ip netns add NAME)",
+                netns.display()
+            ),
         ))
     }
 }
@@ -445,7 +527,12 @@ mod tests {
             {"type": "bridge", "bridge": "mynet", "runtimeConfig": {"stale": true}},
             {"type": "portmap", "capabilities": {"portMappings": true, "bandwidth": false}}
         ]});
-        crate::config::parse_list(Path::new("mynet.conflist"), Vec::new(), object.as_object().unwrap()).unwrap()
+        crate::config::parse_list(
+            Path::new("mynet.conflist"),
+            Vec::new(),
+            object.as_object().unwrap(),
+        )
+        .unwrap()
     }
 
     fn capability_args() -> Map<String, Value> {
@@ -458,7 +545,8 @@ mod tests {
     #[test]
     fn inject_sets_name_and_version() {
         let list = list();
-        let config: Value = serde_json::from_str(&inject(&list, &list.plugins[0], None, &Map::new())).unwrap();
+        let config: Value =
+            serde_json::from_str(&inject(&list, &list.plugins[0], None, &Map::new())).unwrap();
         assert_eq!(config["name"], json!("mynet"));
         assert_eq!(config["cniVersion"], json!("0.3.0"));
         assert_eq!(config["bridge"], json!("mynet"));
@@ -468,7 +556,9 @@ mod tests {
     #[test]
     fn inject_drops_runtime_config_without_capabilities() {
         let list = list();
-        let config: Value = serde_json::from_str(&inject(&list, &list.plugins[0], None, &capability_args())).unwrap();
+        let config: Value =
+            serde_json::from_str(&inject(&list, &list.plugins[0], None, &capability_args()))
+                .unwrap();
         assert_eq!(config.get("runtimeConfig"), None);
     }
 
@@ -476,9 +566,17 @@ mod tests {
     fn inject_passes_only_declared_capabilities() {
         let list = list();
         let previous = json!({"cniVersion": "0.3.0"});
-        let config: Value =
-            serde_json::from_str(&inject(&list, &list.plugins[1], Some(&previous), &capability_args())).unwrap();
-        assert_eq!(config["runtimeConfig"], json!({"portMappings": capability_args()["portMappings"]}));
+        let config: Value = serde_json::from_str(&inject(
+            &list,
+            &list.plugins[1],
+            Some(&previous),
+            &capability_args(),
+        ))
+        .unwrap();
+        assert_eq!(
+            config["runtimeConfig"],
+            json!({"portMappings": capability_args()["portMappings"]})
+        );
         assert_eq!(config["prevResult"], previous);
     }
 
@@ -492,7 +590,10 @@ mod tests {
 
     #[test]
     fn empty_container_id_is_unknown_container() {
-        let attachment = Attachment { ifname: "eth0".into(), ..Attachment::default() };
+        let attachment = Attachment {
+            ifname: "eth0".into(),
+            ..Attachment::default()
+        };
         let error = validate_attachment(&list(), &attachment).unwrap_err();
         assert_eq!(error.to_cni_error().code, codes::UNKNOWN_CONTAINER);
     }

@@ -58,7 +58,10 @@ fn prepare(options: &CommandOptions) -> Result<(Runtime, Attachment), Error> {
     let netns = std::path::absolute(&options.netns).map_err(|error| {
         Error::invalid(
             codes::INVALID_ENVIRONMENT_VARIABLES,
-            format!("invalid network namespace path {}: {error}", options.netns.display()),
+            format!(
+                "invalid network namespace path {}: {error}",
+                options.netns.display()
+            ),
         )
     })?;
 
@@ -89,7 +92,10 @@ pub fn container_id_for(netns: &Path) -> String {
 }
 
 fn split_path(path: &str) -> Vec<PathBuf> {
-    path.split(':').filter(|part| !part.is_empty()).map(PathBuf::from).collect()
+    path.split(':')
+        .filter(|part| !part.is_empty())
+        .map(PathBuf::from)
+        .collect()
 }
 
 /// Parses `K1=V1;K2=V2` strictly: every pair needs one `=`, a key and a value.
@@ -105,7 +111,9 @@ pub fn parse_cni_args(text: &str) -> Result<Vec<(String, String)>, Error> {
             }
             _ => Err(Error::invalid(
                 codes::INVALID_ENVIRONMENT_VARIABLES,
-                format!("invalid CNI_ARGS pair {pair:?}: expected KEY=VALUE pairs separated by ';'"),
+                format!(
+                    "invalid CNI_ARGS pair {pair:?}: expected KEY=VALUE pairs separated by ';'"
+                ),
             )),
         })
         .collect()
@@ -120,7 +128,9 @@ pub fn parse_cap_args(text: Option<&str>) -> Result<Map<String, Value>, Error> {
     let invalid = |reason: String| {
         Error::invalid(
             codes::DECODING_FAILURE,
-            format!("invalid CAP_ARGS {text:?}: {reason}; expected a JSON object such as {{\"portMappings\": [...]}}"),
+            format!(
+                "invalid CAP_ARGS {text:?}: {reason}; expected a JSON object such as {{\"portMappings\": [...]}}"
+            ),
         )
     };
     match serde_json::from_str::<Value>(text) {
@@ -136,27 +146,47 @@ mod tests {
 
     #[test]
     fn container_id_matches_cnitool() {
-        assert_eq!(container_id_for(Path::new("/var/run/netns/blue")), "cnitool-296747069b8a02dc4e2a");
-        assert_eq!(container_id_for(Path::new("/var/run/netns/seedref")), "cnitool-3b469ed4466ecfd8f00d");
+        assert_eq!(
+            container_id_for(Path::new("/var/run/netns/blue")),
+            "cnitool-296747069b8a02dc4e2a"
+        );
+        assert_eq!(
+            container_id_for(Path::new("/var/run/netns/seedref")),
+            "cnitool-3b469ed4466ecfd8f00d"
+        );
     }
 
     #[test]
     fn cni_args_pairs() {
         let args = parse_cni_args("IP=10.0.0.2;K8S_POD_NAME=web").unwrap();
-        assert_eq!(args, vec![("IP".into(), "10.0.0.2".into()), ("K8S_POD_NAME".into(), "web".into())]);
+        assert_eq!(
+            args,
+            vec![
+                ("IP".into(), "10.0.0.2".into()),
+                ("K8S_POD_NAME".into(), "web".into())
+            ]
+        );
     }
 
     #[test]
     fn cni_args_rejects_bad_pairs() {
         for bad in ["IP", "=x", "IP=", "A=B=C", "A=1;;B=2"] {
             let error = parse_cni_args(bad).unwrap_err();
-            assert_eq!(error.to_cni_error().code, codes::INVALID_ENVIRONMENT_VARIABLES, "{bad}");
+            assert_eq!(
+                error.to_cni_error().code,
+                codes::INVALID_ENVIRONMENT_VARIABLES,
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn cap_args_must_be_object() {
-        assert!(parse_cap_args(Some("{\"portMappings\": []}")).unwrap().contains_key("portMappings"));
+        assert!(
+            parse_cap_args(Some("{\"portMappings\": []}"))
+                .unwrap()
+                .contains_key("portMappings")
+        );
         let error = parse_cap_args(Some("[1,2")).unwrap_err();
         assert_eq!(error.to_cni_error().code, codes::DECODING_FAILURE);
         assert!(error.to_string().contains("[1,2"), "{error}");

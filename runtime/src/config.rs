@@ -15,7 +15,10 @@ pub enum ConfigError {
     #[error("no network configuration with name {name:?} in {}: check the name or NETCONFPATH", dir.display())]
     NetworkNotFound { name: String, dir: PathBuf },
     #[error("failed to read {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid JSON in {}: {reason}", path.display())]
     Json { path: PathBuf, reason: String },
     #[error("invalid network configuration in {}: {reason}", path.display())]
@@ -61,7 +64,9 @@ pub fn load_network(dir: &Path, name: &str) -> Result<NetworkConfigList, ConfigE
     let lists = files_with_extensions(dir, &["conflist"])?;
     let singles = files_with_extensions(dir, &["conf", "json"])?;
     if lists.is_empty() && singles.is_empty() {
-        return Err(ConfigError::NoConfigurations { dir: dir.to_path_buf() });
+        return Err(ConfigError::NoConfigurations {
+            dir: dir.to_path_buf(),
+        });
     }
 
     for path in &lists {
@@ -78,7 +83,10 @@ pub fn load_network(dir: &Path, name: &str) -> Result<NetworkConfigList, ConfigE
         }
     }
 
-    Err(ConfigError::NetworkNotFound { name: name.to_string(), dir: dir.to_path_buf() })
+    Err(ConfigError::NetworkNotFound {
+        name: name.to_string(),
+        dir: dir.to_path_buf(),
+    })
 }
 
 /// Lists the regular files in `dir` with one of `extensions`, sorted by name.
@@ -87,12 +95,20 @@ fn files_with_extensions(dir: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(ConfigError::Read { path: dir.to_path_buf(), source }),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
     };
 
     let mut files = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| ConfigError::Read { path: dir.to_path_buf(), source })?;
+        let entry = entry.map_err(|source| ConfigError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let path = entry.path();
         let wanted = path
             .extension()
@@ -107,12 +123,20 @@ fn files_with_extensions(dir: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>
 }
 
 fn read_json_object(path: &Path) -> Result<(Vec<u8>, Map<String, Value>), ConfigError> {
-    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|error| ConfigError::Json { path: path.to_path_buf(), reason: error.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|error| ConfigError::Json {
+        path: path.to_path_buf(),
+        reason: error.to_string(),
+    })?;
     match value {
         Value::Object(object) => Ok((bytes, object)),
-        _ => Err(ConfigError::Json { path: path.to_path_buf(), reason: "expected a JSON object".into() }),
+        _ => Err(ConfigError::Json {
+            path: path.to_path_buf(),
+            reason: "expected a JSON object".into(),
+        }),
     }
 }
 
@@ -122,38 +146,76 @@ pub fn parse_list_file(path: &Path) -> Result<NetworkConfigList, ConfigError> {
 }
 
 /// Parses a list from an already decoded object.
-pub fn parse_list(path: &Path, bytes: Vec<u8>, object: &Map<String, Value>) -> Result<NetworkConfigList, ConfigError> {
-    let invalid = |reason: String| ConfigError::Invalid { path: path.to_path_buf(), reason };
+pub fn parse_list(
+    path: &Path,
+    bytes: Vec<u8>,
+    object: &Map<String, Value>,
+) -> Result<NetworkConfigList, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
 
-    let name = string_field(object, "name").map_err(&invalid)?.ok_or_else(|| invalid("missing \"name\"".into()))?;
+    let name = string_field(object, "name")
+        .map_err(&invalid)?
+        .ok_or_else(|| invalid("missing \"name\"".into()))?;
     check_name(&name).map_err(&invalid)?;
-    let cni_version = string_field(object, "cniVersion").map_err(&invalid)?.unwrap_or_default();
+    let cni_version = string_field(object, "cniVersion")
+        .map_err(&invalid)?
+        .unwrap_or_default();
     cniwasm_types::Version::parse(&cni_version).map_err(|error| invalid(error.to_string()))?;
     let disable_check = bool_field(object, "disableCheck").map_err(&invalid)?;
 
     let plugins = match object.get("plugins") {
-        Some(Value::Array(plugins)) if plugins.is_empty() => return Err(invalid("no plugins in list".into())),
+        Some(Value::Array(plugins)) if plugins.is_empty() => {
+            return Err(invalid("no plugins in list".into()));
+        }
         Some(Value::Array(plugins)) => plugins,
-        Some(_) => return Err(invalid("invalid \"plugins\": expected an array of plugin objects".into())),
-        None => return Err(invalid("missing \"plugins\": a network configuration list needs at least one plugin".into())),
+        Some(_) => {
+            return Err(invalid(
+                "invalid \"plugins\": expected an array of plugin objects".into(),
+            ));
+        }
+        None => {
+            return Err(invalid(
+                "missing \"plugins\": a network configuration list needs at least one plugin"
+                    .into(),
+            ));
+        }
     };
 
     let mut parsed = Vec::with_capacity(plugins.len());
     for (index, plugin) in plugins.iter().enumerate() {
-        parsed.push(parse_plugin(plugin).map_err(|reason| invalid(format!("plugin {index}: {reason}")))?);
+        parsed.push(
+            parse_plugin(plugin).map_err(|reason| invalid(format!("plugin {index}: {reason}")))?,
+        );
     }
 
-    Ok(NetworkConfigList { name, cni_version, disable_check, plugins: parsed, bytes, path: path.to_path_buf() })
+    Ok(NetworkConfigList {
+        name,
+        cni_version,
+        disable_check,
+        plugins: parsed,
+        bytes,
+        path: path.to_path_buf(),
+    })
 }
 
 /// Reads a single-plugin file (`.conf`, `.json`) as a list of one plugin.
 fn parse_single_plugin_file(path: &Path) -> Result<NetworkConfigList, ConfigError> {
     let (bytes, object) = read_json_object(path)?;
-    let invalid = |reason: String| ConfigError::Invalid { path: path.to_path_buf(), reason };
+    let invalid = |reason: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
 
-    let name = string_field(&object, "name").map_err(&invalid)?.ok_or_else(|| invalid("missing \"name\"".into()))?;
+    let name = string_field(&object, "name")
+        .map_err(&invalid)?
+        .ok_or_else(|| invalid("missing \"name\"".into()))?;
     check_name(&name).map_err(&invalid)?;
-    let cni_version = string_field(&object, "cniVersion").map_err(&invalid)?.unwrap_or_default();
+    let cni_version = string_field(&object, "cniVersion")
+        .map_err(&invalid)?
+        .unwrap_or_default();
     let plugin = parse_plugin(&Value::Object(object.clone())).map_err(&invalid)?;
 
     Ok(NetworkConfigList {
@@ -173,11 +235,15 @@ fn parse_plugin(value: &Value) -> Result<PluginConfig, String> {
 
     let plugin_type = match raw.get("type") {
         Some(Value::String(text)) if !text.is_empty() => text.clone(),
-        Some(Value::String(_)) | None => return Err("missing \"type\": name the plugin to run".into()),
+        Some(Value::String(_)) | None => {
+            return Err("missing \"type\": name the plugin to run".into());
+        }
         Some(_) => return Err("invalid \"type\": expected a string".into()),
     };
     if plugin_type.contains('/') || plugin_type.starts_with('.') {
-        return Err(format!("invalid plugin type {plugin_type:?}: expected a plain name without '/'"));
+        return Err(format!(
+            "invalid plugin type {plugin_type:?}: expected a plain name without '/'"
+        ));
     }
 
     let capabilities = match raw.get("capabilities") {
@@ -186,7 +252,11 @@ fn parse_plugin(value: &Value) -> Result<PluginConfig, String> {
             .map_err(|_| "invalid \"capabilities\": expected an object of booleans such as {\"portMappings\": true}".to_string())?,
     };
 
-    Ok(PluginConfig { plugin_type, capabilities, raw: raw.clone() })
+    Ok(PluginConfig {
+        plugin_type,
+        capabilities,
+        raw: raw.clone(),
+    })
 }
 
 fn string_field(object: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
@@ -242,14 +312,21 @@ mod tests {
         let list = load_network(dir.path(), "mynet").unwrap();
         assert_eq!(list.cni_version, "0.3.0");
         assert_eq!(list.plugins.len(), 2);
-        assert_eq!(list.plugins[1].capabilities.get("portMappings"), Some(&true));
+        assert_eq!(
+            list.plugins[1].capabilities.get("portMappings"),
+            Some(&true)
+        );
         assert_eq!(list.bytes, LIST.as_bytes());
     }
 
     #[test]
     fn single_plugin_file_becomes_list() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "10-one.conf", r#"{"cniVersion":"0.4.0","name":"one","type":"loopback"}"#);
+        write(
+            dir.path(),
+            "10-one.conf",
+            r#"{"cniVersion":"0.4.0","name":"one","type":"loopback"}"#,
+        );
         let list = load_network(dir.path(), "one").unwrap();
         assert_eq!(list.plugins[0].plugin_type, "loopback");
         assert_eq!(list.cni_version, "0.4.0");
@@ -283,16 +360,28 @@ mod tests {
     #[test]
     fn plugin_without_type_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "10-x.conflist", r#"{"name":"x","plugins":[{"bridge":"b"}]}"#);
+        write(
+            dir.path(),
+            "10-x.conflist",
+            r#"{"name":"x","plugins":[{"bridge":"b"}]}"#,
+        );
         let error = load_network(dir.path(), "x").unwrap_err();
-        assert!(error.to_string().contains("plugin 0: missing \"type\""), "{error}");
+        assert!(
+            error.to_string().contains("plugin 0: missing \"type\""),
+            "{error}"
+        );
     }
 
     #[test]
     fn empty_plugin_list_rejected() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "10-x.conflist", r#"{"name":"x","plugins":[]}"#);
-        assert!(load_network(dir.path(), "x").unwrap_err().to_string().contains("no plugins"));
+        assert!(
+            load_network(dir.path(), "x")
+                .unwrap_err()
+                .to_string()
+                .contains("no plugins")
+        );
     }
 
     #[test]
@@ -307,7 +396,11 @@ mod tests {
     #[test]
     fn disable_check_accepts_strings() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "1.conflist", r#"{"name":"x","disableCheck":"TRUE","plugins":[{"type":"a"}]}"#);
+        write(
+            dir.path(),
+            "1.conflist",
+            r#"{"name":"x","disableCheck":"TRUE","plugins":[{"type":"a"}]}"#,
+        );
         assert!(load_network(dir.path(), "x").unwrap().disable_check);
     }
 }

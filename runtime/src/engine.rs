@@ -19,7 +19,10 @@ pub enum EngineError {
     #[error("failed to set up the wasm engine: {0}")]
     Setup(String),
     #[error("failed to read plugin {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("failed to compile plugin {}: {reason}", path.display())]
     Compile { path: PathBuf, reason: String },
 }
@@ -47,12 +50,19 @@ impl PluginEngine {
         let engine = Engine::new(&config).map_err(|error| EngineError::Setup(error.to_string()))?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|error| EngineError::Setup(error.to_string()))?;
-        cniwasm_host_api::plugin_host::add_to_linker(&mut linker, |state: &mut PluginState| &mut state.host)
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|error| EngineError::Setup(error.to_string()))?;
+        cniwasm_host_api::plugin_host::add_to_linker(&mut linker, |state: &mut PluginState| {
+            &mut state.host
+        })
+        .map_err(|error| EngineError::Setup(error.to_string()))?;
 
         start_epoch_ticker(&engine);
-        Ok(Arc::new(Self { engine, linker, compile_cache }))
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            compile_cache,
+        }))
     }
 
     pub fn engine(&self) -> &Engine {
@@ -66,17 +76,32 @@ impl PluginEngine {
     /// Loads a plugin, compiling it only when the cache has no artifact for
     /// this file's digest and this engine's settings.
     pub fn load(&self, path: &Path) -> Result<LoadedPlugin, EngineError> {
-        let wasm = std::fs::read(path).map_err(|source| EngineError::Read { path: path.to_path_buf(), source })?;
+        let wasm = std::fs::read(path).map_err(|source| EngineError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let digest = hex::encode(Sha256::digest(&wasm));
 
         let component = match &self.compile_cache {
             Some(dir) => self.load_cached(dir, &digest, &wasm, path)?,
-            None => Component::new(&self.engine, &wasm).map_err(|error| compile_error(path, error))?,
+            None => {
+                Component::new(&self.engine, &wasm).map_err(|error| compile_error(path, error))?
+            }
         };
-        Ok(LoadedPlugin { component, digest, path: path.to_path_buf() })
+        Ok(LoadedPlugin {
+            component,
+            digest,
+            path: path.to_path_buf(),
+        })
     }
 
-    fn load_cached(&self, dir: &Path, digest: &str, wasm: &[u8], path: &Path) -> Result<Component, EngineError> {
+    fn load_cached(
+        &self,
+        dir: &Path,
+        digest: &str,
+        wasm: &[u8],
+        path: &Path,
+    ) -> Result<Component, EngineError> {
         let mut hasher = std::hash::DefaultHasher::new();
         std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut hasher);
         let key = std::hash::Hasher::finish(&hasher);
@@ -88,22 +113,31 @@ impl PluginEngine {
             // into a cache directory that only this runtime writes.
             match unsafe { Component::deserialize_file(&self.engine, &artifact) } {
                 Ok(component) => return Ok(component),
-                Err(error) => tracing::warn!(artifact = %artifact.display(), %error, "ignoring unreadable compiled plugin"),
+                Err(error) => {
+                    tracing::warn!(artifact = %artifact.display(), %error, "ignoring unreadable compiled plugin")
+                }
             }
         }
 
-        let compiled = self.engine.precompile_component(wasm).map_err(|error| compile_error(path, error))?;
+        let compiled = self
+            .engine
+            .precompile_component(wasm)
+            .map_err(|error| compile_error(path, error))?;
         if let Err(error) = write_atomically(dir, &artifact, &compiled) {
             tracing::warn!(artifact = %artifact.display(), %error, "failed to cache compiled plugin");
         }
 
         // SAFETY: `compiled` was produced just now by this engine.
-        unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(|error| compile_error(path, error))
+        unsafe { Component::deserialize(&self.engine, &compiled) }
+            .map_err(|error| compile_error(path, error))
     }
 }
 
 fn compile_error(path: &Path, error: wasmtime::Error) -> EngineError {
-    EngineError::Compile { path: path.to_path_buf(), reason: format!("{error:#}") }
+    EngineError::Compile {
+        path: path.to_path_buf(),
+        reason: format!("{error:#}"),
+    }
 }
 
 /// Writes through a temporary file and a rename, so concurrent runtimes never

@@ -20,8 +20,13 @@ pub enum Error {
     #[error("{message}")]
     InvalidArguments { code: u32, message: String },
 
-    #[error("failed to find plugin {plugin_type:?} in path {search_path:?}: install {plugin_type}.wasm into one of these directories or fix CNI_PATH")]
-    PluginNotFound { plugin_type: String, search_path: Vec<PathBuf> },
+    #[error(
+        "failed to find plugin {plugin_type:?} in path {search_path:?}: install {plugin_type}.wasm into one of these directories or fix CNI_PATH"
+    )]
+    PluginNotFound {
+        plugin_type: String,
+        search_path: Vec<PathBuf>,
+    },
 
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -30,7 +35,12 @@ pub enum Error {
     Kernel(#[from] KernelError),
 
     #[error("plugin type={plugin_type:?} failed ({command}): {source}")]
-    Plugin { command: &'static str, index: usize, plugin_type: String, source: PluginError },
+    Plugin {
+        command: &'static str,
+        index: usize,
+        plugin_type: String,
+        source: PluginError,
+    },
 
     #[error("{}", join_messages(errors))]
     Many { errors: Vec<Error> },
@@ -38,17 +48,29 @@ pub enum Error {
     #[error(transparent)]
     Cache(#[from] CacheError),
 
-    #[error("configuration version {version:?} does not support the {command} command: it needs 0.4.0 or later")]
-    VersionTooOld { version: String, command: &'static str },
+    #[error(
+        "configuration version {version:?} does not support the {command} command: it needs 0.4.0 or later"
+    )]
+    VersionTooOld {
+        version: String,
+        command: &'static str,
+    },
 }
 
 fn join_messages(errors: &[Error]) -> String {
-    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl Error {
     pub fn invalid(code: u32, message: impl Into<String>) -> Self {
-        Error::InvalidArguments { code, message: message.into() }
+        Error::InvalidArguments {
+            code,
+            message: message.into(),
+        }
     }
 
     /// Converts to the CNI error object, keeping a plugin's own code.
@@ -56,24 +78,38 @@ impl Error {
         match self {
             Error::Config(error) => error.to_cni_error(),
             Error::InvalidArguments { code, message } => CniError::new(*code, message.clone()),
-            Error::PluginNotFound { .. } => CniError::new(sandbox::codes::PLUGIN_NOT_FOUND, self.to_string()),
+            Error::PluginNotFound { .. } => {
+                CniError::new(sandbox::codes::PLUGIN_NOT_FOUND, self.to_string())
+            }
             Error::Engine(_) => CniError::new(sandbox::codes::PLUGIN_LOAD_FAILED, self.to_string()),
             Error::Kernel(_) => CniError::new(codes::INTERNAL, self.to_string()),
-            Error::Plugin { command, plugin_type, source, .. } => {
+            Error::Plugin {
+                command,
+                plugin_type,
+                source,
+                ..
+            } => {
                 let inner = source.to_cni_error();
                 let mut error = CniError::new(
                     inner.code,
-                    format!("plugin type={plugin_type:?} failed ({command}): {}", inner.msg),
+                    format!(
+                        "plugin type={plugin_type:?} failed ({command}): {}",
+                        inner.msg
+                    ),
                 );
                 error.details = inner.details;
                 error
             }
             Error::Many { errors } => {
-                let code = errors.first().map_or(codes::INTERNAL, |error| error.to_cni_error().code);
+                let code = errors
+                    .first()
+                    .map_or(codes::INTERNAL, |error| error.to_cni_error().code);
                 CniError::new(code, self.to_string())
             }
             Error::Cache(_) => CniError::new(codes::IO_FAILURE, self.to_string()),
-            Error::VersionTooOld { .. } => CniError::new(codes::INCOMPATIBLE_CNI_VERSION, self.to_string()),
+            Error::VersionTooOld { .. } => {
+                CniError::new(codes::INCOMPATIBLE_CNI_VERSION, self.to_string())
+            }
         }
     }
 }

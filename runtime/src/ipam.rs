@@ -33,9 +33,14 @@ pub(crate) struct IpamRunner {
 impl IpamDelegate for IpamRunner {
     fn run_ipam(&self, command: IpamCommand) -> Result<Option<String>, CniError> {
         let ipam = ipam_section(&self.config)?;
-        let plugin = self.locator.load(&self.engine, &ipam.plugin_type).map_err(|error| error.to_cni_error())?;
+        let plugin = self
+            .locator
+            .load(&self.engine, &ipam.plugin_type)
+            .map_err(|error| error.to_cni_error())?;
 
-        let data_dir = ipam.data_dir.unwrap_or_else(|| self.default_data_dir.clone());
+        let data_dir = ipam
+            .data_dir
+            .unwrap_or_else(|| self.default_data_dir.clone());
         let state = StateDirectory::open_locked(&data_dir.join(&self.owner.network))?;
 
         let call = PluginCall {
@@ -70,8 +75,12 @@ struct IpamSection {
 }
 
 fn ipam_section(config: &str) -> Result<IpamSection, CniError> {
-    let value: Value = serde_json::from_str(config)
-        .map_err(|error| CniError::new(codes::DECODING_FAILURE, format!("invalid plugin configuration: {error}")))?;
+    let value: Value = serde_json::from_str(config).map_err(|error| {
+        CniError::new(
+            codes::DECODING_FAILURE,
+            format!("invalid plugin configuration: {error}"),
+        )
+    })?;
     let missing = || {
         CniError::new(
             codes::INVALID_NETWORK_CONFIG,
@@ -80,9 +89,19 @@ fn ipam_section(config: &str) -> Result<IpamSection, CniError> {
     };
 
     let ipam = value.get("ipam").ok_or_else(missing)?;
-    let plugin_type = ipam.get("type").and_then(Value::as_str).filter(|t| !t.is_empty()).ok_or_else(missing)?;
-    let data_dir = ipam.get("dataDir").and_then(Value::as_str).map(PathBuf::from);
-    Ok(IpamSection { plugin_type: plugin_type.to_string(), data_dir })
+    let plugin_type = ipam
+        .get("type")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(missing)?;
+    let data_dir = ipam
+        .get("dataDir")
+        .and_then(Value::as_str)
+        .map(PathBuf::from);
+    Ok(IpamSection {
+        plugin_type: plugin_type.to_string(),
+        data_dir,
+    })
 }
 
 /// An IPAM plugin delegating once more is not supported: it would need a
@@ -109,20 +128,35 @@ struct StateDirectory {
 impl StateDirectory {
     fn open_locked(path: &Path) -> Result<Self, CniError> {
         let io_error = |action: &str, error: std::io::Error| {
-            CniError::new(codes::IO_FAILURE, format!("failed to {action} IPAM state directory {}: {error}", path.display()))
+            CniError::new(
+                codes::IO_FAILURE,
+                format!(
+                    "failed to {action} IPAM state directory {}: {error}",
+                    path.display()
+                ),
+            )
         };
 
         std::fs::create_dir_all(path).map_err(|error| io_error("create", error))?;
         let dir = cap_std::fs::Dir::open_ambient_dir(path, cap_std::ambient_authority())
             .map_err(|error| io_error("open", error))?;
         let lock = dir
-            .open_with("lock", cap_std::fs::OpenOptions::new().create(true).truncate(false).write(true))
+            .open_with(
+                "lock",
+                cap_std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true),
+            )
             .map_err(|error| io_error("open the lock file of", error))?
             .into_std();
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|error| io_error("lock", error.into()))?;
 
-        Ok(Self { path: path.to_path_buf(), _lock: lock })
+        Ok(Self {
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
     }
 
     fn path(&self) -> &Path {

@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use cniwasm_host_api::kernel::{Kernel, KernelError};
-use cniwasm_host_api::linux::{IptablesFirewall, LinuxNetlink, ProcSysctl};
+use cniwasm_host_api::linux::{FirewallOptions, IptablesFirewall, LinuxNetlink, ProcSysctl};
 
 /// Opens the kernel for one chain operation on the container namespace at
 /// `netns` (`None` when there is none, as in a DEL after it was removed).
@@ -17,7 +17,7 @@ impl KernelFactory for LinuxKernelFactory {
         Ok(Kernel {
             netlink: Box::new(LinuxNetlink::open(netns)?),
             sysctl: Box::new(ProcSysctl::open(netns)?),
-            firewall: Box::new(IptablesFirewall::new()),
+            firewall: Box::new(IptablesFirewall::new(FirewallOptions::default())),
         })
     }
 }

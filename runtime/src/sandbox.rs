@@ -10,7 +10,7 @@ use cniwasm_types::CniError;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{DirPerms, FilePerms, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 use crate::engine::{EPOCH_TICK, LoadedPlugin, PluginEngine};
 
@@ -37,7 +37,10 @@ pub struct PluginState {
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -77,7 +80,11 @@ impl Default for Limits {
     fn default() -> Self {
         // NOTE: these defaults are generous guesses for the reference-like
         // plugins (which use a few MiB and milliseconds), not measured bounds.
-        Self { memory_bytes: 128 << 20, deadline: Duration::from_secs(30), stderr_bytes: 64 << 10 }
+        Self {
+            memory_bytes: 128 << 20,
+            deadline: Duration::from_secs(30),
+            stderr_bytes: 64 << 10,
+        }
     }
 }
 
@@ -88,9 +95,18 @@ pub enum PluginError {
     #[error("failed to instantiate plugin {plugin:?}: {reason}")]
     Instantiate { plugin: String, reason: String },
     #[error("plugin {plugin:?} trapped during {command}: {reason}")]
-    Trapped { plugin: String, command: &'static str, reason: String, stderr: String },
+    Trapped {
+        plugin: String,
+        command: &'static str,
+        reason: String,
+        stderr: String,
+    },
     #[error("plugin {plugin:?} exceeded its deadline of {} ms during {command}", deadline.as_millis())]
-    DeadlineExceeded { plugin: String, command: &'static str, deadline: Duration },
+    DeadlineExceeded {
+        plugin: String,
+        command: &'static str,
+        deadline: Duration,
+    },
     #[error("failed to open IPAM state directory {path}: {reason}")]
     StateDirectory { path: String, reason: String },
 }
@@ -99,12 +115,18 @@ impl PluginError {
     pub fn to_cni_error(&self) -> CniError {
         match self {
             PluginError::Cni { error, .. } => error.clone(),
-            PluginError::Instantiate { .. } => CniError::new(codes::PLUGIN_LOAD_FAILED, self.to_string()),
+            PluginError::Instantiate { .. } => {
+                CniError::new(codes::PLUGIN_LOAD_FAILED, self.to_string())
+            }
             PluginError::Trapped { stderr, .. } => {
                 CniError::new(codes::PLUGIN_TRAPPED, self.to_string()).with_details(stderr.trim())
             }
-            PluginError::DeadlineExceeded { .. } => CniError::new(codes::PLUGIN_DEADLINE_EXCEEDED, self.to_string()),
-            PluginError::StateDirectory { .. } => CniError::new(cniwasm_types::codes::IO_FAILURE, self.to_string()),
+            PluginError::DeadlineExceeded { .. } => {
+                CniError::new(codes::PLUGIN_DEADLINE_EXCEEDED, self.to_string())
+            }
+            PluginError::StateDirectory { .. } => {
+                CniError::new(cniwasm_types::codes::IO_FAILURE, self.to_string())
+            }
         }
     }
 }
@@ -124,21 +146,38 @@ pub struct PluginCall<'a> {
 
 /// Runs the call in a fresh store whose host side is `host`; returns the
 /// result JSON of ADD.
-pub fn call_plugin(engine: &PluginEngine, call: PluginCall<'_>, host: HostContext) -> Result<Option<String>, PluginError> {
+pub fn call_plugin(
+    engine: &PluginEngine,
+    call: PluginCall<'_>,
+    host: HostContext,
+) -> Result<Option<String>, PluginError> {
     let started = Instant::now();
     let plugin = call.plugin_type.to_string();
     let stderr = MemoryOutputPipe::new(call.limits.stderr_bytes);
 
     let mut store = new_store(engine, &call, host, stderr.clone())?;
     let instance = CniPlugin::instantiate(&mut store, &call.plugin.component, engine.linker())
-        .map_err(|error| PluginError::Instantiate { plugin: plugin.clone(), reason: format!("{error:#}") })?;
+        .map_err(|error| PluginError::Instantiate {
+            plugin: plugin.clone(),
+            reason: format!("{error:#}"),
+        })?;
 
     let outcome = match call.command {
-        Command::Add => instance.call_add(&mut store, call.invocation, call.config).map(|r| r.map(Some)),
-        Command::Del => instance.call_del(&mut store, call.invocation, call.config).map(|r| r.map(|()| None)),
-        Command::Check => instance.call_check(&mut store, call.invocation, call.config).map(|r| r.map(|()| None)),
-        Command::Status => instance.call_status(&mut store, call.invocation, call.config).map(|r| r.map(|()| None)),
-        Command::Gc => instance.call_gc(&mut store, call.invocation, call.config).map(|r| r.map(|()| None)),
+        Command::Add => instance
+            .call_add(&mut store, call.invocation, call.config)
+            .map(|r| r.map(Some)),
+        Command::Del => instance
+            .call_del(&mut store, call.invocation, call.config)
+            .map(|r| r.map(|()| None)),
+        Command::Check => instance
+            .call_check(&mut store, call.invocation, call.config)
+            .map(|r| r.map(|()| None)),
+        Command::Status => instance
+            .call_status(&mut store, call.invocation, call.config)
+            .map(|r| r.map(|()| None)),
+        Command::Gc => instance
+            .call_gc(&mut store, call.invocation, call.config)
+            .map(|r| r.map(|()| None)),
     };
 
     let stderr_text = String::from_utf8_lossy(&stderr.contents()).into_owned();
@@ -172,11 +211,16 @@ fn new_store(
     // Deny by default: no environment, arguments, stdin, sockets or files,
     // only the IPAM state directory when the host grants it.
     let mut wasi = WasiCtx::builder();
-    wasi.stderr(stderr).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+    wasi.stderr(stderr)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
     if let Some(dir) = call.state_dir {
-        wasi.preopened_dir(dir, STATE_DIR_GUEST_PATH, DirPerms::all(), FilePerms::all()).map_err(|error| {
-            PluginError::StateDirectory { path: dir.display().to_string(), reason: error.to_string() }
-        })?;
+        wasi.preopened_dir(dir, STATE_DIR_GUEST_PATH, FsPerms::ReadWrite)
+            .map_err(|error| PluginError::StateDirectory {
+                path: dir.display().to_string(),
+                reason: error.to_string(),
+            })?;
     }
 
     let limits = StoreLimitsBuilder::new()
@@ -184,20 +228,44 @@ fn new_store(
         .trap_on_grow_failure(true)
         .build();
 
-    let state = PluginState { wasi: wasi.build(), table: ResourceTable::new(), limits, host };
+    let state = PluginState {
+        wasi: wasi.build(),
+        table: ResourceTable::new(),
+        limits,
+        host,
+    };
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|state| &mut state.limits);
 
-    let ticks = call.limits.deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
+    let ticks = call
+        .limits
+        .deadline
+        .as_millis()
+        .div_ceil(EPOCH_TICK.as_millis())
+        .max(1) as u64;
     store.set_epoch_deadline(ticks);
     store.epoch_deadline_trap();
     Ok(store)
 }
 
-fn classify_trap(error: wasmtime::Error, plugin: String, call: &PluginCall<'_>, stderr: String) -> PluginError {
+fn classify_trap(
+    error: wasmtime::Error,
+    plugin: String,
+    call: &PluginCall<'_>,
+    stderr: String,
+) -> PluginError {
     let command = call.command.as_str();
     if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
-        return PluginError::DeadlineExceeded { plugin, command, deadline: call.limits.deadline };
+        return PluginError::DeadlineExceeded {
+            plugin,
+            command,
+            deadline: call.limits.deadline,
+        };
     }
-    PluginError::Trapped { plugin, command, reason: format!("{error:#}"), stderr }
+    PluginError::Trapped {
+        plugin,
+        command,
+        reason: format!("{error:#}"),
+        stderr,
+    }
 }

@@ -26,7 +26,9 @@ pub fn require_root() -> bool {
         eprintln!("SKIPPED: this test needs root (CNIWASM_SKIP_PRIVILEGED=1 is set)");
         return false;
     }
-    panic!("this test needs root to create network namespaces; run it as root or set CNIWASM_SKIP_PRIVILEGED=1 to skip it visibly");
+    panic!(
+        "this test needs root to create network namespaces; run it as root or set CNIWASM_SKIP_PRIVILEGED=1 to skip it visibly"
+    );
 }
 
 /// A short name unique to this process and call, such as `cwh4711x3`.
@@ -104,7 +106,8 @@ impl Netns {
         if text.trim().is_empty() {
             return Value::Array(Vec::new());
         }
-        serde_json::from_str(&text).unwrap_or_else(|error| panic!("ip -j {args:?} printed invalid JSON: {error}: {text}"))
+        serde_json::from_str(&text)
+            .unwrap_or_else(|error| panic!("ip -j {args:?} printed invalid JSON: {error}: {text}"))
     }
 
     /// Names of the links in the namespace.
@@ -148,7 +151,10 @@ impl Drop for Netns {
 
 /// The root of the repository.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repository").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_path_buf()
 }
 
 /// Directory of the built wasm plugins.
@@ -166,16 +172,26 @@ pub fn plugin_dir() -> PathBuf {
 /// `deps` directory.
 pub fn cniwasm_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary has a path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("test binaries live in target/<profile>/deps");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps");
     let binary = profile_dir.join("cniwasm");
-    assert!(binary.is_file(), "{} not found: run `cargo build --workspace` first", binary.display());
+    assert!(
+        binary.is_file(),
+        "{} not found: run `cargo build --workspace` first",
+        binary.display()
+    );
     binary
 }
 
 /// A compile cache shared by all tests, so each plugin compiles once per run.
 pub fn shared_compile_cache() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary has a path");
-    exe.parent().and_then(Path::parent).expect("test binaries live in target/<profile>/deps").join("cniwasm-compile-cache")
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps")
+        .join("cniwasm-compile-cache")
 }
 
 /// The state one test's cniwasm runs use: a throwaway host namespace and
@@ -194,12 +210,22 @@ pub struct CliOutput {
 
 impl CliOutput {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|error| panic!("stdout is not JSON ({error}): {}\nstderr: {}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|error| {
+            panic!(
+                "stdout is not JSON ({error}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     pub fn assert_success(&self) -> &Self {
-        assert!(self.status.success(), "cniwasm failed with {}\nstdout: {}\nstderr: {}", self.status, self.stdout, self.stderr);
+        assert!(
+            self.status.success(),
+            "cniwasm failed with {}\nstdout: {}\nstderr: {}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
         self
     }
 }
@@ -278,7 +304,9 @@ impl Scenario {
         let Ok(entries) = std::fs::read_dir(self.cache_dir().join("results")) else {
             return Vec::new();
         };
-        entries.filter_map(|entry| entry.ok()?.file_name().into_string().ok()).collect()
+        entries
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .collect()
     }
 }
 
@@ -325,17 +353,27 @@ fn wait_for_listener(netns: &Netns, port: u16) {
     let wanted = format!(":{port}");
     for _ in 0..100 {
         let listening = netns.exec_ok(&["ss", "-Hltn"]);
-        if listening.lines().any(|line| line.split_whitespace().nth(3).is_some_and(|local| local.ends_with(&wanted))) {
+        if listening.lines().any(|line| {
+            line.split_whitespace()
+                .nth(3)
+                .is_some_and(|local| local.ends_with(&wanted))
+        }) {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    panic!("no server listening on port {port} in netns {} after 2 s", netns.name);
+    panic!(
+        "no server listening on port {port} in netns {} after 2 s",
+        netns.name
+    );
 }
 
 /// Fetches `url` with curl from inside `netns`; returns the body, or `None`
 /// when the request failed.
 pub fn http_get(netns: &Netns, url: &str) -> Option<String> {
     let output = netns.exec(&["curl", "--silent", "--max-time", "5", url]);
-    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }

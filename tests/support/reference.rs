@@ -31,7 +31,10 @@ impl ReferenceRun<'_> {
         let mut previous = None;
         for plugin in self.plugins() {
             let output = self.exec("ADD", plugin, previous.as_ref())?;
-            previous = Some(serde_json::from_str(&output).map_err(|error| format!("invalid result: {error}: {output}"))?);
+            previous = Some(
+                serde_json::from_str(&output)
+                    .map_err(|error| format!("invalid result: {error}: {output}"))?,
+            );
         }
         previous.ok_or_else(|| "the list has no plugins".to_string())
     }
@@ -40,7 +43,11 @@ impl ReferenceRun<'_> {
     /// for lists of version 0.4.0 and later.
     pub fn del(&self, result: Option<&Value>) -> Result<(), String> {
         let version = self.list["cniVersion"].as_str().unwrap_or("");
-        let previous = result.filter(|_| !version.starts_with("0.3") && !version.starts_with("0.1") && !version.starts_with("0.2"));
+        let previous = result.filter(|_| {
+            !version.starts_with("0.3")
+                && !version.starts_with("0.1")
+                && !version.starts_with("0.2")
+        });
         for plugin in self.plugins().iter().rev() {
             self.exec("DEL", plugin, previous)?;
         }
@@ -48,10 +55,19 @@ impl ReferenceRun<'_> {
     }
 
     fn plugins(&self) -> Vec<&Value> {
-        self.list["plugins"].as_array().expect("a conflist has plugins").iter().collect()
+        self.list["plugins"]
+            .as_array()
+            .expect("a conflist has plugins")
+            .iter()
+            .collect()
     }
 
-    fn exec(&self, command: &str, plugin: &Value, previous: Option<&Value>) -> Result<String, String> {
+    fn exec(
+        &self,
+        command: &str,
+        plugin: &Value,
+        previous: Option<&Value>,
+    ) -> Result<String, String> {
         let plugin_type = plugin["type"].as_str().expect("plugins have a type");
         let config = self.inject(plugin, previous);
 
@@ -75,7 +91,9 @@ impl ReferenceRun<'_> {
             .expect("stdin is piped")
             .write_all(config.as_bytes())
             .map_err(|error| format!("failed to write config to {plugin_type}: {error}"))?;
-        let output = child.wait_with_output().map_err(|error| format!("failed to wait for {plugin_type}: {error}"))?;
+        let output = child
+            .wait_with_output()
+            .map_err(|error| format!("failed to wait for {plugin_type}: {error}"))?;
 
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         if output.status.success() {
@@ -101,7 +119,11 @@ impl ReferenceRun<'_> {
             .into_iter()
             .flatten()
             .filter(|(_, enabled)| enabled.as_bool() == Some(true))
-            .filter_map(|(name, _)| self.capability_args.get(name).map(|value| (name.clone(), value.clone())))
+            .filter_map(|(name, _)| {
+                self.capability_args
+                    .get(name)
+                    .map(|value| (name.clone(), value.clone()))
+            })
             .collect();
         if !runtime_config.is_empty() {
             config.insert("runtimeConfig".into(), Value::Object(runtime_config));

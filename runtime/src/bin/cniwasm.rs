@@ -59,10 +59,18 @@ struct Target {
     #[arg(long, env = "CNIWASM_CACHE_DIR", default_value = "/var/lib/cni")]
     cache_dir: PathBuf,
     /// IPAM state root for configurations without ipam.dataDir
-    #[arg(long, env = "CNIWASM_IPAM_DATA_DIR", default_value = "/var/lib/cni/networks")]
+    #[arg(
+        long,
+        env = "CNIWASM_IPAM_DATA_DIR",
+        default_value = "/var/lib/cni/networks"
+    )]
     ipam_data_dir: PathBuf,
     /// Directory of compiled plugins, reused while the plugin file is unchanged
-    #[arg(long, env = "CNIWASM_COMPILE_CACHE", default_value = "/var/cache/cniwasm")]
+    #[arg(
+        long,
+        env = "CNIWASM_COMPILE_CACHE",
+        default_value = "/var/cache/cniwasm"
+    )]
     compile_cache: PathBuf,
 }
 
@@ -107,7 +115,10 @@ fn main() -> ExitCode {
         Ok(None) => ExitCode::SUCCESS,
         Err(error) => {
             let cni_error: CniError = error.to_cni_error();
-            println!("{}", print_json(&serde_json::to_value(&cni_error).expect("an error always serialises")));
+            println!(
+                "{}",
+                print_json(&serde_json::to_value(&cni_error).expect("an error always serialises"))
+            );
             eprintln!("cniwasm: {error}");
             ExitCode::FAILURE
         }
