@@ -89,7 +89,12 @@ pub(super) async fn read_existing_link(
 
 pub(super) fn bridge_request(spec: &BridgeSpec) -> LinkMessage {
     // LinkBridge::new already sets the up flag.
-    let mut builder = LinkBridge::new(&spec.name).vlan_filtering(spec.vlan_filtering);
+    let mut builder = LinkBridge::new(&spec.name);
+    // Kernels built without CONFIG_BRIDGE_VLAN_FILTERING reject the attribute
+    // with EOPNOTSUPP even when it is 0, so it is sent only to turn it on.
+    if spec.vlan_filtering {
+        builder = builder.vlan_filtering(true);
+    }
     if let Some(mtu) = spec.mtu {
         builder = builder.mtu(mtu);
     }

@@ -1,0 +1,584 @@
+//! Privileged tests of the Linux kernel implementations against a real kernel.
+//!
+//! Each test runs on a fresh thread that first moves into a new network
+//! namespace of its own (`unshare(CLONE_NEWNET)`), so its netlink sockets,
+//! `/proc/sys/net` files and iptables child processes act on a throwaway
+//! "host" namespace. The "container" is a named namespace (`ip netns add`)
+//! that a guard deletes when the test ends, also when it fails. No traffic
+//! leaves these namespaces.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use cniwasm_host_api::kernel::{
+    BridgeSpec, Firewall, KernelErrorKind, LinkSettings, Namespace, Netlink, Owner, PortMapSpec,
+    PortMapping, Protocol, RouteSpec, Sysctl, VethSpec,
+};
+use cniwasm_host_api::linux::{
+    FirewallOptions, IptablesFirewall, LinuxNetlink, LocalnetRouting, ProcSysctl,
+};
+use ipnet::IpNet;
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+
+static NEXT_NETNS: AtomicUsize = AtomicUsize::new(0);
+
+/// A named network namespace that is deleted on drop.
+struct NamedNetns {
+    name: String,
+}
+
+impl NamedNetns {
+    fn create() -> Self {
+        let n = NEXT_NETNS.fetch_add(1, Ordering::SeqCst);
+        let name = format!("cwt-{}-{n}", std::process::id());
+        run("ip", &["netns", "add", &name]);
+        Self { name }
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+}
+
+impl Drop for NamedNetns {
+    fn drop(&mut self) {
+        let status = Command::new("ip").args(["netns", "delete", &self.name]).status();
+        if !matches!(status, Ok(status) if status.success()) {
+            eprintln!("failed to delete network namespace {}: {status:?}", self.name);
+        }
+    }
+}
+
+/// Runs `body` on a new thread in a new network namespace with `lo` up, and
+/// a fresh named namespace as the container. Without root it panics, unless
+/// CNIWASM_SKIP_PRIVILEGED=1 asks to skip.
+fn privileged(test: &str, body: impl FnOnce(&NamedNetns) + Send + 'static) {
+    if !rustix::process::geteuid().is_root() {
+        if std::env::var("CNIWASM_SKIP_PRIVILEGED").as_deref() == Ok("1") {
+            eprintln!("SKIPPED {test}: needs root, and CNIWASM_SKIP_PRIVILEGED=1 is set");
+            return;
+        }
+        panic!("{test} needs root; run as root or set CNIWASM_SKIP_PRIVILEGED=1 to skip it");
+    }
+
+    let thread = std::thread::spawn(move || {
+        // SAFETY: unshare(CLONE_NEWNET) changes only the calling thread's
+        // network namespace, and this thread holds no sockets yet.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+        run("ip", &["link", "set", "lo", "up"]);
+
+        let container = NamedNetns::create();
+        body(&container);
+    });
+    if let Err(panic) = thread.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Runs a command in the calling thread's namespace and returns its stdout.
+fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn ip_json(args: &[&str]) -> Value {
+    let mut all = vec!["-j"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&run("ip", &all)).unwrap()
+}
+
+/// `ip -j -d link show dev NAME`, in the container namespace when given.
+fn link_json(netns: Option<&NamedNetns>, name: &str) -> Value {
+    let mut args = vec![];
+    if let Some(netns) = netns {
+        args.extend(["-n", netns.name.as_str()]);
+    }
+    args.extend(["-d", "link", "show", "dev", name]);
+    ip_json(&args)[0].clone()
+}
+
+fn has_flag(link: &Value, flag: &str) -> bool {
+    link["flags"].as_array().unwrap().iter().any(|f| f == flag)
+}
+
+/// The chain declarations and rules of `iptables-save -t nat`, without the
+/// built-in chains.
+fn nat_lines(save: &str) -> Vec<String> {
+    run(save, &["-t", "nat"])
+        .lines()
+        .filter(|line| line.starts_with("-A ") || line.starts_with(":CNI-"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn seed_owner() -> Owner {
+    Owner {
+        network: "mynet".into(),
+        container_id: "cnitool-3b469ed4466ecfd8f00d".into(),
+        ifname: "eth0".into(),
+    }
+}
+
+fn seed_port_map() -> PortMapSpec {
+    PortMapSpec {
+        container_address: "10.244.10.72/24".parse().unwrap(),
+        mappings: vec![PortMapping {
+            host_port: 9090,
+            container_port: 80,
+            protocol: Protocol::Tcp,
+            host_ip: Some("127.0.0.1".parse().unwrap()),
+        }],
+        snat: true,
+        masq_all: false,
+        mark_bit: 13,
+    }
+}
+
+fn veth_spec(host_name: &str) -> VethSpec {
+    VethSpec {
+        host_name: host_name.into(),
+        container_name: "eth0".into(),
+        mtu: Some(1400),
+        container_mac: Some("0a:58:0a:f4:0a:48".into()),
+    }
+}
+
+fn bridge_spec(name: &str) -> BridgeSpec {
+    BridgeSpec {
+        name: name.into(),
+        mtu: Some(1400),
+        promisc: true,
+        // NOTE: vlan_filtering stays off because kernels without
+        // CONFIG_BRIDGE_VLAN_FILTERING (the CI kernel among them) reject it.
+        vlan_filtering: false,
+    }
+}
+
+const SEED_NAT: &[&str] = &[
+    ":CNI-DN-b232a5a313c3780addde4 - [0:0]",
+    ":CNI-HOSTPORT-DNAT - [0:0]",
+    ":CNI-HOSTPORT-MASQ - [0:0]",
+    ":CNI-HOSTPORT-SETMARK - [0:0]",
+    ":CNI-b232a5a313c3780addde4038 - [0:0]",
+    "-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT",
+    "-A OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT",
+    r#"-A POSTROUTING -m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ"#,
+    r#"-A POSTROUTING -s 10.244.10.72/32 -m comment --comment "name: \"mynet\" id: \"cnitool-3b469ed4466ecfd8f00d\"" -j CNI-b232a5a313c3780addde4038"#,
+    "-A CNI-DN-b232a5a313c3780addde4 -s 10.244.10.0/24 -d 127.0.0.1/32 -p tcp -m tcp --dport 9090 -j CNI-HOSTPORT-SETMARK",
+    "-A CNI-DN-b232a5a313c3780addde4 -s 127.0.0.1/32 -d 127.0.0.1/32 -p tcp -m tcp --dport 9090 -j CNI-HOSTPORT-SETMARK",
+    "-A CNI-DN-b232a5a313c3780addde4 -d 127.0.0.1/32 -p tcp -m tcp --dport 9090 -j DNAT --to-destination 10.244.10.72:80",
+    r#"-A CNI-HOSTPORT-DNAT -p tcp -m comment --comment "dnat name: \"mynet\" id: \"cnitool-3b469ed4466ecfd8f00d\"" -m multiport --dports 9090 -j CNI-DN-b232a5a313c3780addde4"#,
+    "-A CNI-HOSTPORT-MASQ -m mark --mark 0x2000/0x2000 -j MASQUERADE",
+    r#"-A CNI-HOSTPORT-SETMARK -m comment --comment "CNI portfwd masquerade mark" -j MARK --set-xmark 0x2000/0x2000"#,
+    r#"-A CNI-b232a5a313c3780addde4038 -d 10.244.10.0/24 -m comment --comment "name: \"mynet\" id: \"cnitool-3b469ed4466ecfd8f00d\"" -j ACCEPT"#,
+    r#"-A CNI-b232a5a313c3780addde4038 ! -d 224.0.0.0/4 -m comment --comment "name: \"mynet\" id: \"cnitool-3b469ed4466ecfd8f00d\"" -j MASQUERADE"#,
+];
+
+/// A firewall whose route_localnet step uses its own host-only netlink.
+fn firewall_with_localnet() -> IptablesFirewall {
+    let netlink = LinuxNetlink::open(None).unwrap();
+    IptablesFirewall::new(FirewallOptions {
+        localnet: Some(LocalnetRouting {
+            netlink: Arc::new(Mutex::new(netlink)),
+            sysctl: Box::new(ProcSysctl::open(None).unwrap()),
+        }),
+        ..FirewallOptions::default()
+    })
+}
+
+#[test]
+fn bridge_create_reuse_and_conflict() {
+    privileged("bridge_create_reuse_and_conflict", |_| {
+        let mut netlink = LinuxNetlink::open(None).unwrap();
+
+        let created = netlink.ensure_bridge(&bridge_spec("cwbr0")).unwrap();
+        assert_eq!(created.kind, "bridge");
+        assert_eq!(created.mtu, 1400);
+        assert!(created.up);
+        assert!(created.promisc);
+        let link = link_json(None, "cwbr0");
+        assert_eq!(link["linkinfo"]["info_kind"], "bridge");
+        assert_eq!(link["linkinfo"]["info_data"]["vlan_filtering"], 0);
+        assert_eq!(link["mtu"], 1400);
+        assert!(has_flag(&link, "UP"));
+        assert!(has_flag(&link, "PROMISC"));
+
+        let reused = netlink.ensure_bridge(&bridge_spec("cwbr0")).unwrap();
+        assert_eq!(reused.index, created.index);
+
+        run("ip", &["link", "add", "cwveth9", "type", "veth", "peer", "name", "cwveth10"]);
+        let err = netlink.ensure_bridge(&bridge_spec("cwveth9")).unwrap_err();
+        assert_eq!(err.kind, KernelErrorKind::Exists, "{err}");
+        assert!(err.to_string().contains("cwveth9"), "{err}");
+    });
+}
+
+#[test]
+fn veth_peer_created_in_container() {
+    privileged("veth_peer_created_in_container", |container| {
+        let mut netlink = LinuxNetlink::open(Some(&container.path())).unwrap();
+        assert!(netlink.has_container());
+
+        let (host_end, container_end) = netlink.create_veth(&veth_spec("cwveth0")).unwrap();
+
+        assert_eq!(host_end.name, "cwveth0");
+        assert_eq!(host_end.kind, "veth");
+        assert_eq!(host_end.mtu, 1400);
+        assert_eq!(container_end.name, "eth0");
+        assert_eq!(container_end.mac, "0a:58:0a:f4:0a:48");
+        let host_link = link_json(None, "cwveth0");
+        assert_eq!(host_link["mtu"], 1400);
+        let peer = link_json(Some(container), "eth0");
+        assert_eq!(peer["mtu"], 1400);
+        assert_eq!(peer["address"], "0a:58:0a:f4:0a:48");
+        assert_eq!(peer["linkinfo"]["info_kind"], "veth");
+        let host_side_eth0 = Command::new("ip").args(["link", "show", "dev", "eth0"]).output().unwrap();
+        assert!(!host_side_eth0.status.success(), "eth0 must not exist in the host namespace");
+
+        let err = netlink.create_veth(&veth_spec("cwveth1")).unwrap_err();
+        assert_eq!(err.kind, KernelErrorKind::Exists, "{err}");
+        assert_eq!(err.namespace, Namespace::Container);
+    });
+}
+
+#[test]
+fn veth_port_master_up_hairpin() {
+    privileged("veth_port_master_up_hairpin", |container| {
+        let mut netlink = LinuxNetlink::open(Some(&container.path())).unwrap();
+        netlink.ensure_bridge(&bridge_spec("cwbr1")).unwrap();
+        netlink.create_veth(&veth_spec("cwveth2")).unwrap();
+
+        let settings = LinkSettings {
+            up: Some(true),
+            master: Some("cwbr1".into()),
+            hairpin: Some(true),
+            ..LinkSettings::default()
+        };
+        let port = netlink.configure_link(Namespace::Host, "cwveth2", &settings).unwrap();
+
+        assert_eq!(port.master.as_deref(), Some("cwbr1"));
+        assert!(port.up);
+        let link = link_json(None, "cwveth2");
+        assert_eq!(link["master"], "cwbr1");
+        assert!(has_flag(&link, "UP"));
+        assert_eq!(link["linkinfo"]["info_slave_kind"], "bridge");
+        assert_eq!(link["linkinfo"]["info_slave_data"]["hairpin"], true);
+
+        let down = LinkSettings {
+            up: Some(false),
+            hairpin: Some(false),
+            ..LinkSettings::default()
+        };
+        let port = netlink.configure_link(Namespace::Host, "cwveth2", &down).unwrap();
+        assert!(!port.up);
+        let link = link_json(None, "cwveth2");
+        assert_eq!(link["linkinfo"]["info_slave_data"]["hairpin"], false);
+
+        let missing = LinkSettings {
+            master: Some("cwnobridge".into()),
+            ..LinkSettings::default()
+        };
+        let err = netlink.configure_link(Namespace::Host, "cwveth2", &missing).unwrap_err();
+        assert_eq!(err.kind, KernelErrorKind::NotFound, "{err}");
+    });
+}
+
+#[test]
+fn container_addresses_and_routes() {
+    privileged("container_addresses_and_routes", |container| {
+        let mut netlink = LinuxNetlink::open(Some(&container.path())).unwrap();
+        netlink.create_veth(&veth_spec("cwveth3")).unwrap();
+        let up = LinkSettings {
+            up: Some(true),
+            ..LinkSettings::default()
+        };
+        netlink.configure_link(Namespace::Container, "eth0", &up).unwrap();
+
+        let address: IpNet = "10.244.10.72/24".parse().unwrap();
+        netlink.add_address(Namespace::Container, "eth0", address).unwrap();
+        netlink.add_address(Namespace::Container, "eth0", address).unwrap();
+        let addresses = netlink.list_addresses(Namespace::Container, "eth0").unwrap();
+        assert!(addresses.contains(&address), "{addresses:?}");
+        let shown = ip_json(&["-n", &container.name, "-4", "addr", "show", "dev", "eth0"]);
+        assert_eq!(shown[0]["addr_info"][0]["local"], "10.244.10.72");
+        assert_eq!(shown[0]["addr_info"][0]["prefixlen"], 24);
+
+        let default_route = RouteSpec {
+            dst: "0.0.0.0/0".parse().unwrap(),
+            gateway: Some("10.244.10.1".parse().unwrap()),
+            device: Some("eth0".into()),
+            metric: None,
+        };
+        netlink.add_route(Namespace::Container, &default_route).unwrap();
+        netlink.add_route(Namespace::Container, &default_route).unwrap();
+        let routes = netlink.list_routes(Namespace::Container, "eth0").unwrap();
+        assert!(routes.iter().any(|route| route.dst == default_route.dst
+            && route.gateway == default_route.gateway), "{routes:?}");
+        let shown = ip_json(&["-n", &container.name, "route", "show", "default"]);
+        assert_eq!(shown[0]["gateway"], "10.244.10.1");
+        assert_eq!(shown[0]["dev"], "eth0");
+
+        let conflicting = RouteSpec {
+            gateway: Some("10.244.10.2".parse().unwrap()),
+            ..default_route.clone()
+        };
+        let err = netlink.add_route(Namespace::Container, &conflicting).unwrap_err();
+        assert_eq!(err.kind, KernelErrorKind::Exists, "{err}");
+
+        netlink.delete_route(Namespace::Container, &default_route).unwrap();
+        let shown = ip_json(&["-n", &container.name, "route", "show", "default"]);
+        assert_eq!(shown.as_array().unwrap().len(), 0, "{shown}");
+        let err = netlink.delete_route(Namespace::Container, &default_route).unwrap_err();
+        assert_eq!(err.kind, KernelErrorKind::NotFound, "{err}");
+
+        netlink.delete_address(Namespace::Container, "eth0", address).unwrap();
+        netlink.delete_address(Namespace::Container, "eth0", address).unwrap();
+        let addresses = netlink.list_addresses(Namespace::Container, "eth0").unwrap();
+        assert!(!addresses.contains(&address), "{addresses:?}");
+    });
+}
+
+#[test]
+fn ipv6_address_and_route() {
+    privileged("ipv6_address_and_route", |container| {
+        let mut netlink = LinuxNetlink::open(Some(&container.path())).unwrap();
+        netlink.create_veth(&veth_spec("cwveth4")).unwrap();
+        let up = LinkSettings {
+            up: Some(true),
+            ..LinkSettings::default()
+        };
+        netlink.configure_link(Namespace::Container, "eth0", &up).unwrap();
+
+        let address: IpNet = "fd00:10::5/64".parse().unwrap();
+        netlink.add_address(Namespace::Container, "eth0", address).unwrap();
+        let route = RouteSpec {
+            dst: "fd00:20::/64".parse().unwrap(),
+            gateway: None,
+            device: Some("eth0".into()),
+            metric: Some(100),
+        };
+        netlink.add_route(Namespace::Container, &route).unwrap();
+
+        let addresses = netlink.list_addresses(Namespace::Container, "eth0").unwrap();
+        assert!(addresses.contains(&address), "{addresses:?}");
+        let routes = netlink.list_routes(Namespace::Container, "eth0").unwrap();
+        assert!(routes.contains(&route), "{routes:?}");
+    });
+}
+
+#[test]
+fn delete_link_removes_pair() {
+    privileged("delete_link_removes_pair", |container| {
+        let mut netlink = LinuxNetlink::open(Some(&container.path())).unwrap();
+        netlink.create_veth(&veth_spec("cwveth5")).unwrap();
+
+        assert!(netlink.delete_link(Namespace::Container, "eth0").unwrap());
+
+        assert_eq!(netlink.get_link(Namespace::Container, "eth0").unwrap(), None);
+        assert_eq!(netlink.get_link(Namespace::Host, "cwveth5").unwrap(), None);
+        assert!(!netlink.delete_link(Namespace::Container, "eth0").unwrap());
+    });
+}
+
+#[test]
+fn missing_container_netns_is_not_found() {
+    privileged("missing_container_netns_is_not_found", |_| {
+        let path = PathBuf::from("/run/netns/cwt-does-not-exist");
+        let mut netlink = LinuxNetlink::open(Some(&path)).unwrap();
+        assert!(!netlink.has_container());
+
+        let err = netlink.get_link(Namespace::Container, "eth0").unwrap_err();
+        assert_eq!(err.kind, KernelErrorKind::NotFound);
+        assert!(err.to_string().contains("/run/netns/cwt-does-not-exist"), "{err}");
+        let err = netlink.create_veth(&veth_spec("cwveth6")).unwrap_err();
+        assert_eq!(err.kind, KernelErrorKind::NotFound);
+
+        // The host side still works, as a DEL after the netns is gone needs.
+        assert!(netlink.get_link(Namespace::Host, "lo").unwrap().is_some());
+    });
+}
+
+#[test]
+fn route_device_follows_host_routes() {
+    privileged("route_device_follows_host_routes", |_| {
+        let mut netlink = LinuxNetlink::open(None).unwrap();
+        netlink.ensure_bridge(&bridge_spec("cwbr2")).unwrap();
+        netlink
+            .add_address(Namespace::Host, "cwbr2", "10.244.10.1/24".parse().unwrap())
+            .unwrap();
+
+        let device = netlink.route_device("10.244.10.72".parse().unwrap()).unwrap();
+        assert_eq!(device.as_deref(), Some("cwbr2"));
+        let unreachable: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(netlink.route_device(unreachable).unwrap(), None);
+    });
+}
+
+#[test]
+fn sysctl_in_both_namespaces() {
+    privileged("sysctl_in_both_namespaces", |container| {
+        let mut sysctl = ProcSysctl::open(Some(&container.path())).unwrap();
+
+        sysctl.set(Namespace::Host, "net/ipv4/ip_forward", "1").unwrap();
+        sysctl.set(Namespace::Container, "net.ipv4.ip_forward", "0").unwrap();
+
+        assert_eq!(sysctl.get(Namespace::Host, "net.ipv4.ip_forward").unwrap(), "1");
+        assert_eq!(sysctl.get(Namespace::Container, "net/ipv4/ip_forward").unwrap(), "0");
+        let seen_host = run("cat", &["/proc/sys/net/ipv4/ip_forward"]);
+        assert_eq!(seen_host.trim(), "1");
+        let seen_container = run(
+            "ip",
+            &["netns", "exec", &container.name, "cat", "/proc/sys/net/ipv4/ip_forward"],
+        );
+        assert_eq!(seen_container.trim(), "0");
+
+        let err = sysctl.get(Namespace::Host, "kernel/hostname").unwrap_err();
+        assert_eq!(err.kind, KernelErrorKind::Invalid);
+        let err = sysctl.get(Namespace::Container, "net/ipv4/conf/nope0/forwarding").unwrap_err();
+        assert_eq!(err.kind, KernelErrorKind::NotFound, "{err}");
+    });
+}
+
+#[test]
+fn seed_rules_match_reference() {
+    privileged("seed_rules_match_reference", |_| {
+        let mut netlink = LinuxNetlink::open(None).unwrap();
+        netlink.ensure_bridge(&bridge_spec("cwbr3")).unwrap();
+        netlink
+            .add_address(Namespace::Host, "cwbr3", "10.244.10.1/24".parse().unwrap())
+            .unwrap();
+        let mut firewall = firewall_with_localnet();
+        let owner = seed_owner();
+        let address: IpNet = "10.244.10.72/24".parse().unwrap();
+
+        firewall.add_masquerade(&owner, address).unwrap();
+        firewall.add_port_mappings(&owner, &seed_port_map()).unwrap();
+
+        let mut saved = nat_lines("iptables-save");
+        let mut expected: Vec<String> = SEED_NAT.iter().map(|line| line.to_string()).collect();
+        saved.sort();
+        expected.sort();
+        assert_eq!(saved, expected);
+        let localnet = run("cat", &["/proc/sys/net/ipv4/conf/cwbr3/route_localnet"]);
+        assert_eq!(localnet.trim(), "1");
+        firewall.check_port_mappings(&owner, &seed_port_map()).unwrap();
+        firewall.check_masquerade(&owner, address).unwrap();
+    });
+}
+
+#[test]
+fn port_mappings_lifecycle() {
+    privileged("port_mappings_lifecycle", |_| {
+        let mut firewall = IptablesFirewall::new(FirewallOptions::default());
+        let owner = seed_owner();
+        let other = Owner {
+            container_id: "other".into(),
+            ..seed_owner()
+        };
+        let mut other_spec = seed_port_map();
+        other_spec.mappings[0].host_port = 9191;
+
+        firewall.add_port_mappings(&owner, &seed_port_map()).unwrap();
+        firewall.add_port_mappings(&other, &other_spec).unwrap();
+        let first = nat_lines("iptables-save");
+        firewall.add_port_mappings(&owner, &seed_port_map()).unwrap();
+        let mut again = nat_lines("iptables-save");
+        let mut first_sorted = first.clone();
+        first_sorted.sort();
+        again.sort();
+        assert_eq!(again, first_sorted, "re-adding must not duplicate rules");
+
+        let dnat_rule = SEED_NAT[11].trim_start_matches("-A ");
+        run("iptables", &[&["-t", "nat", "-D"], dnat_rule.split(' ').collect::<Vec<_>>().as_slice()].concat());
+        let err = firewall.check_port_mappings(&owner, &seed_port_map()).unwrap_err();
+        assert_eq!(err.kind, KernelErrorKind::NotFound, "{err}");
+        assert!(err.to_string().contains("--to-destination 10.244.10.72:80"), "{err}");
+
+        firewall.remove_port_mappings(&owner).unwrap();
+        firewall.remove_port_mappings(&owner).unwrap();
+        let after = nat_lines("iptables-save");
+        assert!(!after.iter().any(|line| line.contains(&owner.dnat_chain())), "{after:#?}");
+        for shared in ["CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"] {
+            assert!(after.contains(&format!(":{shared} - [0:0]")), "{shared} removed: {after:#?}");
+        }
+        assert!(after.iter().any(|line| line.contains(&other.dnat_chain())), "{after:#?}");
+        firewall.check_port_mappings(&other, &other_spec).unwrap();
+    });
+}
+
+#[test]
+fn ipv6_port_mappings() {
+    privileged("ipv6_port_mappings", |_| {
+        let mut firewall = IptablesFirewall::new(FirewallOptions::default());
+        let owner = seed_owner();
+        let spec = PortMapSpec {
+            container_address: "fd00:10::5/64".parse().unwrap(),
+            mappings: vec![PortMapping {
+                host_port: 8080,
+                container_port: 80,
+                protocol: Protocol::Udp,
+                host_ip: None,
+            }],
+            snat: true,
+            masq_all: false,
+            mark_bit: 13,
+        };
+
+        firewall.add_port_mappings(&owner, &spec).unwrap();
+
+        let saved = nat_lines("ip6tables-save");
+        let dnat = format!(
+            "-A {} -p udp -m udp --dport 8080 -j DNAT --to-destination [fd00:10::5]:80",
+            owner.dnat_chain()
+        );
+        assert!(saved.contains(&dnat), "{saved:#?}");
+        assert!(nat_lines("iptables-save").is_empty(), "IPv4 table must stay untouched");
+        firewall.check_port_mappings(&owner, &spec).unwrap();
+
+        firewall.remove_port_mappings(&owner).unwrap();
+        let saved = nat_lines("ip6tables-save");
+        assert!(!saved.iter().any(|line| line.contains(&owner.dnat_chain())), "{saved:#?}");
+    });
+}
+
+#[test]
+fn masquerade_lifecycle_both_families() {
+    privileged("masquerade_lifecycle_both_families", |_| {
+        let mut firewall = IptablesFirewall::new(FirewallOptions::default());
+        let owner = seed_owner();
+        let v4: IpNet = "10.244.10.72/24".parse().unwrap();
+        let v6: IpNet = "fd00:10::5/64".parse().unwrap();
+
+        firewall.add_masquerade(&owner, v4).unwrap();
+        firewall.add_masquerade(&owner, v4).unwrap();
+        firewall.add_masquerade(&owner, v6).unwrap();
+
+        let saved = nat_lines("iptables-save");
+        assert_eq!(saved.iter().filter(|line| line.starts_with("-A ")).count(), 3, "{saved:#?}");
+        let saved6 = nat_lines("ip6tables-save");
+        let multicast = format!(
+            "-A {} ! -d ff00::/8 -m comment --comment {:?} -j MASQUERADE",
+            owner.masquerade_chain(),
+            owner.comment()
+        );
+        assert!(saved6.contains(&multicast), "{saved6:#?}");
+        firewall.check_masquerade(&owner, v6).unwrap();
+
+        firewall.remove_masquerade(&owner).unwrap();
+
+        assert!(nat_lines("iptables-save").is_empty());
+        assert!(nat_lines("ip6tables-save").is_empty());
+        let err = firewall.check_masquerade(&owner, v4).unwrap_err();
+        assert_eq!(err.kind, KernelErrorKind::NotFound, "{err}");
+        firewall.remove_masquerade(&owner).unwrap();
+    });
+}
