@@ -45,12 +45,17 @@ pub trait IpamDelegate: Send + Sync {
     fn run_ipam(&self, command: IpamCommand) -> Result<Option<String>, cniwasm_types::CniError>;
 }
 
+/// Host links created during one chain operation, so that the runtime can
+/// remove them when the operation fails and is rolled back.
+pub type CreatedLinks = Arc<Mutex<Vec<String>>>;
+
 /// What the host needs to serve one plugin invocation.
 pub struct HostContext {
     kernel: Arc<Mutex<Kernel>>,
     owner: Owner,
     plugin: String,
     delegate: Arc<dyn IpamDelegate>,
+    created_links: CreatedLinks,
     host_calls: u64,
 }
 
@@ -61,6 +66,8 @@ pub struct HostContextOptions {
     /// The plugin's type, for logs.
     pub plugin: String,
     pub delegate: Arc<dyn IpamDelegate>,
+    /// Where bridges this invocation creates are recorded.
+    pub created_links: CreatedLinks,
 }
 
 impl HostContext {
@@ -70,6 +77,7 @@ impl HostContext {
             owner: options.owner,
             plugin: options.plugin,
             delegate: options.delegate,
+            created_links: options.created_links,
             host_calls: 0,
         }
     }

@@ -3,8 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use cniwasm_host_api::kernel::Namespace;
 use cniwasm_host_api::kernel::{Kernel, Owner};
-use cniwasm_host_api::plugin_host::{HostContext, HostContextOptions, cniwasm::host::types};
+use cniwasm_host_api::plugin_host::{
+    CreatedLinks, HostContext, HostContextOptions, cniwasm::host::types,
+};
 use cniwasm_types::{codes, result_from_json, result_to_json, version_at_least};
 use serde_json::{Map, Value};
 
@@ -80,6 +83,7 @@ struct ChainRun<'a> {
     kernel: Arc<Mutex<Kernel>>,
     invocation: types::Invocation,
     owner: Owner,
+    created_links: CreatedLinks,
 }
 
 impl Runtime {
@@ -255,6 +259,7 @@ impl Runtime {
             kernel,
             invocation,
             owner,
+            created_links: CreatedLinks::default(),
         })
     }
 
@@ -279,12 +284,14 @@ impl Runtime {
             config: config.to_string(),
             default_data_dir: self.options.ipam_data_dir.clone(),
             limits: self.options.limits.clone(),
+            created_links: run.created_links.clone(),
         };
         let host = HostContext::new(HostContextOptions {
             kernel: run.kernel.clone(),
             owner: run.owner.clone(),
             plugin: plugin_type.clone(),
             delegate: Arc::new(delegate),
+            created_links: run.created_links.clone(),
         });
         let call = PluginCall {
             plugin: &run.plugins[index],
@@ -316,6 +323,22 @@ impl Runtime {
             );
             if let Err(error) = self.call(run, index, Command::Del, &config) {
                 tracing::warn!(%error, index, "DEL during rollback of a failed ADD failed");
+            }
+        }
+
+        // Plugins never delete a bridge on DEL, since other containers share
+        // it; one that this failed ADD created has no other user yet.
+        // TODO: a concurrent ADD that attached to the new bridge in the
+        // meantime loses its port; check for ports before deleting.
+        let created =
+            std::mem::take(&mut *run.created_links.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut kernel = run
+            .kernel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for name in created.iter().rev() {
+            if let Err(error) = kernel.netlink.delete_link(Namespace::Host, name) {
+                tracing::warn!(%error, link = %name, "failed to remove a link created by the failed ADD");
             }
         }
     }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use cniwasm_host_api::kernel::{Kernel, Owner};
 use cniwasm_host_api::plugin_host::{
-    HostContext, HostContextOptions, IpamCommand, IpamDelegate, cniwasm::host::types,
+    CreatedLinks, HostContext, HostContextOptions, IpamCommand, IpamDelegate, cniwasm::host::types,
 };
 use cniwasm_types::{CniError, codes};
 use serde_json::Value;
@@ -28,6 +28,7 @@ pub(crate) struct IpamRunner {
     /// Where IPAM state lives when the configuration sets no `ipam.dataDir`.
     pub default_data_dir: PathBuf,
     pub limits: Limits,
+    pub created_links: CreatedLinks,
 }
 
 impl IpamDelegate for IpamRunner {
@@ -61,6 +62,7 @@ impl IpamDelegate for IpamRunner {
             owner: self.owner.clone(),
             plugin: ipam.plugin_type.clone(),
             delegate: Arc::new(NoNestedIpam),
+            created_links: self.created_links.clone(),
         });
 
         let outcome = sandbox::call_plugin(&self.engine, call, host);
