@@ -75,7 +75,7 @@ pub struct Runtime {
     kernels: Arc<dyn KernelFactory>,
 }
 
-/// What every plugin call of one chain operation shares.
+/// State shared by every plugin call of one chain operation.
 struct ChainRun<'a> {
     list: &'a NetworkConfigList,
     attachment: &'a Attachment,

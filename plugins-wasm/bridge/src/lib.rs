@@ -1,1 +1,377 @@
+//! bridge: attaches a container to a Linux bridge in the host namespace
+//! through a veth pair, with addresses from the IPAM plugin named in
+//! `ipam.type`, following the reference plugin's order of steps.
 
+mod addressing;
+mod check;
+mod config;
+
+use std::time::Duration;
+
+use cniwasm_plugin_sdk::cniwasm_types::{self, Interface};
+use cniwasm_plugin_sdk::link::{self, BridgeSpec, LinkInfo, LinkSettings, VethPair, VethSpec};
+use cniwasm_plugin_sdk::{
+    AddOutput, CniError, HostResultExt, Invocation, Netns, Plugin, PluginConfig, address, codes,
+    delegate_ipam_add, delegate_ipam_check, delegate_ipam_del, logging, nat, route, sysctl,
+};
+
+use crate::addressing::{BridgeAddressPlan, apply_gateways, container_routes, plan_bridge_address};
+use crate::config::BridgeConfig;
+
+/// The bridge plugin.
+pub struct Bridge;
+
+impl Plugin for Bridge {
+    fn add(inv: &Invocation, config: &PluginConfig) -> Result<AddOutput, CniError> {
+        let options = BridgeConfig::parse(config, inv)?;
+        let bridge = ensure_bridge(&options)?;
+
+        let pair = link::create_veth(&VethSpec {
+            container_name: inv.ifname.clone(),
+            mtu: options.mtu,
+            container_mac: options.mac.clone(),
+        })
+        .context(&format!("failed to create veth {:?} in the container", inv.ifname))?;
+
+        let mut undo = Undo {
+            container_link: Some(inv.ifname.clone()),
+            ..Undo::default()
+        };
+        let attachment = Attachment { inv, config, options: &options, bridge: &bridge, pair: &pair };
+        match attachment.complete(&mut undo) {
+            Ok(result) => Ok(AddOutput::Result(result)),
+            Err(error) => {
+                undo.run();
+                Err(error)
+            }
+        }
+    }
+
+    fn del(inv: &Invocation, config: &PluginConfig) -> Result<(), CniError> {
+        let options = BridgeConfig::parse(config, inv)?;
+
+        // The host veth disappears with its peer; the bridge stays. A missing
+        // namespace or link means the container side is gone already.
+        if inv.netns.is_some() {
+            match link::delete(Netns::Container, &inv.ifname) {
+                Ok(_) | Err(cniwasm_plugin_sdk::HostError::NotFound(_)) => {}
+                Err(error) => {
+                    return Err(error).context(&format!(
+                        "failed to delete {:?} in the container",
+                        inv.ifname
+                    ));
+                }
+            }
+        }
+
+        if config.ipam_type().is_some() {
+            delegate_ipam_del()?;
+        }
+        if options.ip_masq {
+            nat::remove_masquerade().context("failed to remove masquerade rules")?;
+        }
+        Ok(())
+    }
+
+    fn check(inv: &Invocation, config: &PluginConfig) -> Result<(), CniError> {
+        let options = BridgeConfig::parse(config, inv)?;
+        if config.ipam_type().is_some() {
+            delegate_ipam_check()?;
+        }
+        let Some(prev) = config.prev_result.as_ref() else {
+            return Err(CniError::new(
+                codes::INVALID_NETWORK_CONFIG,
+                "required prevResult missing: CHECK needs the result of ADD",
+            ));
+        };
+        check::check_attachment(inv, &options, prev)
+    }
+}
+
+cniwasm_plugin_sdk::export_plugin!(Bridge);
+
+/// What a failed ADD must take back, in reverse order of the steps.
+#[derive(Default)]
+struct Undo {
+    container_link: Option<String>,
+    ipam_allocated: bool,
+    masquerade: bool,
+}
+
+impl Undo {
+    /// Undoes the recorded steps; failures are logged, because the error of
+    /// the step that failed is the one the runtime needs.
+    fn run(&self) {
+        if self.masquerade
+            && let Err(error) = nat::remove_masquerade()
+        {
+            logging::warn(&format!("failed to remove masquerade after a failed ADD: {error:?}"));
+        }
+        if self.ipam_allocated
+            && let Err(error) = delegate_ipam_del()
+        {
+            logging::warn(&format!("failed to release IPAM addresses after a failed ADD: {error}"));
+        }
+        if let Some(name) = &self.container_link
+            && let Err(error) = link::delete(Netns::Container, name)
+        {
+            logging::warn(&format!("failed to delete {name:?} after a failed ADD: {error:?}"));
+        }
+    }
+}
+
+fn ensure_bridge(options: &BridgeConfig) -> Result<LinkInfo, CniError> {
+    let bridge = link::ensure_bridge(&BridgeSpec {
+        name: options.bridge.clone(),
+        mtu: options.mtu,
+        promisc: options.promisc_mode,
+        vlan_filtering: false,
+    })
+    .context(&format!("failed to set up bridge {:?}", options.bridge))?;
+
+    set_sysctl_best_effort(
+        Netns::Host,
+        &format!("net/ipv6/conf/{}/accept_ra", options.bridge),
+        "0",
+    );
+    Ok(bridge)
+}
+
+/// The values every ADD step after veth creation needs.
+struct Attachment<'a> {
+    inv: &'a Invocation,
+    config: &'a PluginConfig,
+    options: &'a BridgeConfig,
+    bridge: &'a LinkInfo,
+    pair: &'a VethPair,
+}
+
+impl Attachment<'_> {
+    fn complete(&self, undo: &mut Undo) -> Result<cniwasm_types::Result, CniError> {
+        self.attach_host_veth()?;
+
+        let mut result = cniwasm_types::Result {
+            interfaces: self.interfaces(),
+            ..Default::default()
+        };
+        if self.config.ipam_type().is_some() {
+            self.configure_addresses(&mut result, undo)?;
+        } else {
+            // Layer 2 only: no addresses, no routes.
+            set_link_up(Netns::Container, &self.inv.ifname)?;
+        }
+
+        wait_for_port_up(&self.pair.host.name)?;
+        self.refresh_macs(&mut result);
+        if !self.config.dns.is_empty() {
+            result.dns = self.config.dns.clone();
+        }
+        Ok(result)
+    }
+
+    fn attach_host_veth(&self) -> Result<(), CniError> {
+        let host = &self.pair.host.name;
+        let mut settings = empty_settings();
+        settings.master = Some(self.options.bridge.clone());
+        settings.up = Some(true);
+        link::configure(Netns::Host, host, &settings).context(&format!(
+            "failed to connect {host:?} to bridge {:?}",
+            self.options.bridge
+        ))?;
+
+        // Hairpin mode is a bridge-port flag, so it is set after enslaving.
+        if self.options.hairpin_mode {
+            let mut hairpin = empty_settings();
+            hairpin.hairpin = Some(true);
+            link::configure(Netns::Host, host, &hairpin)
+                .context(&format!("failed to set hairpin mode on {host:?}"))?;
+        }
+
+        set_sysctl_best_effort(Netns::Host, &format!("net/ipv6/conf/{host}/accept_ra"), "0");
+        Ok(())
+    }
+
+    fn interfaces(&self) -> Vec<Interface> {
+        vec![
+            Interface {
+                name: self.bridge.name.clone(),
+                mac: self.bridge.mac.clone(),
+                ..Default::default()
+            },
+            Interface {
+                name: self.pair.host.name.clone(),
+                mac: self.pair.host.mac.clone(),
+                ..Default::default()
+            },
+            Interface {
+                name: self.inv.ifname.clone(),
+                mac: self.pair.container.mac.clone(),
+                sandbox: self.inv.netns_path().to_string(),
+                ..Default::default()
+            },
+        ]
+    }
+
+    fn configure_addresses(
+        &self,
+        result: &mut cniwasm_types::Result,
+        undo: &mut Undo,
+    ) -> Result<(), CniError> {
+        let ipam = delegate_ipam_add(self.config)?;
+        undo.ipam_allocated = true;
+        result.ips = ipam.ips;
+        result.routes = ipam.routes;
+        result.dns = ipam.dns;
+
+        let gateways = apply_gateways(result, self.options)?;
+        configure_container(&self.inv.ifname, result)?;
+
+        if self.options.is_gateway {
+            for gateway in &gateways {
+                ensure_bridge_address(self.options, *gateway)?;
+            }
+            self.pin_bridge_mac()?;
+            for ipv6 in [false, true] {
+                if gateways.iter().any(|gateway| gateway.addr().is_ipv6() == ipv6) {
+                    enable_forwarding(ipv6)?;
+                }
+            }
+        }
+
+        if self.options.ip_masq {
+            undo.masquerade = true;
+            for ip in &result.ips {
+                nat::add_masquerade(&ip.address)
+                    .context(&format!("failed to set up masquerade for {}", ip.address))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the bridge's MAC to its current value, so the kernel stops
+    /// changing it as ports come and go.
+    fn pin_bridge_mac(&self) -> Result<(), CniError> {
+        let name = &self.options.bridge;
+        let current = link::get(Netns::Host, name)
+            .context(&format!("failed to read bridge {name:?}"))?;
+        let Some(current) = current else {
+            return Err(CniError::new(
+                codes::INTERNAL,
+                format!("bridge {name:?} disappeared while configuring it"),
+            ));
+        };
+        let mut settings = empty_settings();
+        settings.mac = Some(current.mac);
+        link::configure(Netns::Host, name, &settings)
+            .context(&format!("failed to set the MAC address of bridge {name:?}"))?;
+        Ok(())
+    }
+
+    /// Reads the MACs again: the bridge's can change when a port joins.
+    fn refresh_macs(&self, result: &mut cniwasm_types::Result) {
+        for (index, name) in [(0, &self.options.bridge), (1, &self.pair.host.name)] {
+            if let Ok(Some(info)) = link::get(Netns::Host, name) {
+                result.interfaces[index].mac = info.mac;
+            }
+        }
+    }
+}
+
+/// Configures the container end: sysctls, addresses, link up, routes.
+fn configure_container(ifname: &str, result: &cniwasm_types::Result) -> Result<(), CniError> {
+    set_sysctl_best_effort(Netns::Container, &format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
+    set_sysctl_best_effort(Netns::Container, &format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
+    if result.ips.iter().any(|ip| ip.is_ipv6()) {
+        set_sysctl_best_effort(Netns::Container, "net/ipv6/conf/lo/disable_ipv6", "0");
+        set_sysctl_best_effort(Netns::Container, &format!("net/ipv6/conf/{ifname}/disable_ipv6"), "0");
+        set_sysctl_best_effort(Netns::Container, &format!("net/ipv6/conf/{ifname}/keep_addr_on_down"), "1");
+    }
+
+    for ip in &result.ips {
+        address::add(Netns::Container, ifname, &ip.address)
+            .context(&format!("failed to add {} to {ifname:?}", ip.address))?;
+    }
+    set_link_up(Netns::Container, ifname)?;
+
+    for spec in container_routes(result, ifname) {
+        route::add(Netns::Container, &spec)
+            .context(&format!("failed to add route to {} in the container", spec.dst))?;
+    }
+    Ok(())
+}
+
+fn ensure_bridge_address(options: &BridgeConfig, gateway: ipnet::IpNet) -> Result<(), CniError> {
+    let name = &options.bridge;
+    let existing = address::list(Netns::Host, name)
+        .context(&format!("failed to list the addresses of bridge {name:?}"))?;
+
+    let plan = plan_bridge_address(name, &existing, gateway, options.force_address)?;
+    let BridgeAddressPlan::Add { delete } = plan else {
+        return Ok(());
+    };
+    for old in delete {
+        address::del(Netns::Host, name, &old)
+            .context(&format!("failed to delete {old} from bridge {name:?}"))?;
+    }
+    match address::add(Netns::Host, name, &gateway.to_string()) {
+        Ok(()) | Err(cniwasm_plugin_sdk::HostError::AlreadyExists(_)) => Ok(()),
+        Err(error) => Err(error).context(&format!("failed to add {gateway} to bridge {name:?}")),
+    }
+}
+
+fn enable_forwarding(ipv6: bool) -> Result<(), CniError> {
+    let key = if ipv6 {
+        "net/ipv6/conf/all/forwarding"
+    } else {
+        "net/ipv4/ip_forward"
+    };
+    let current = sysctl::get(Netns::Host, key).context(&format!("failed to read {key}"))?;
+    if current.trim() == "1" {
+        return Ok(());
+    }
+    sysctl::set(Netns::Host, key, "1").context(&format!("failed to enable forwarding with {key}"))
+}
+
+/// Waits until the host veth's operational state is `up`, polling after 0,
+/// 50, 500, 1000 and 1000 ms, as the reference plugin does.
+fn wait_for_port_up(name: &str) -> Result<(), CniError> {
+    let mut state = String::new();
+    for delay_ms in [0, 50, 500, 1000, 1000] {
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let info = link::get(Netns::Host, name).context(&format!("failed to read {name:?}"))?;
+        state = info.map(|info| info.oper_state).unwrap_or_else(|| "absent".to_string());
+        if state == "up" {
+            return Ok(());
+        }
+    }
+    Err(CniError::new(
+        codes::INTERNAL,
+        format!("bridge port in error state: {state}"),
+    ))
+}
+
+fn set_link_up(ns: Netns, name: &str) -> Result<(), CniError> {
+    let mut settings = empty_settings();
+    settings.up = Some(true);
+    link::configure(ns, name, &settings).context(&format!("failed to set {name:?} up"))?;
+    Ok(())
+}
+
+/// Sets a sysctl whose failure the reference plugin ignores, such as
+/// `accept_ra` on a kernel without IPv6; the failure is logged.
+fn set_sysctl_best_effort(ns: Netns, key: &str, value: &str) {
+    if let Err(error) = sysctl::set(ns, key, value) {
+        logging::debug(&format!("ignoring failure to set {key}={value}: {error:?}"));
+    }
+}
+
+fn empty_settings() -> LinkSettings {
+    LinkSettings {
+        up: None,
+        mtu: None,
+        mac: None,
+        master: None,
+        hairpin: None,
+        promisc: None,
+    }
+}
