@@ -45,9 +45,14 @@ impl NamedNetns {
 
 impl Drop for NamedNetns {
     fn drop(&mut self) {
-        let status = Command::new("ip").args(["netns", "delete", &self.name]).status();
+        let status = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
         if !matches!(status, Ok(status) if status.success()) {
-            eprintln!("failed to delete network namespace {}: {status:?}", self.name);
+            eprintln!(
+                "failed to delete network namespace {}: {status:?}",
+                self.name
+            );
         }
     }
 }
@@ -68,7 +73,12 @@ fn privileged(test: &str, body: impl FnOnce(&NamedNetns) + Send + 'static) {
         // SAFETY: unshare(CLONE_NEWNET) changes only the calling thread's
         // network namespace, and this thread holds no sockets yet.
         let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        );
         run("ip", &["link", "set", "lo", "up"]);
 
         let container = NamedNetns::create();
@@ -215,7 +225,12 @@ fn bridge_create_reuse_and_conflict() {
         let reused = netlink.ensure_bridge(&bridge_spec("cwbr0")).unwrap();
         assert_eq!(reused.index, created.index);
 
-        run("ip", &["link", "add", "cwveth9", "type", "veth", "peer", "name", "cwveth10"]);
+        run(
+            "ip",
+            &[
+                "link", "add", "cwveth9", "type", "veth", "peer", "name", "cwveth10",
+            ],
+        );
         let err = netlink.ensure_bridge(&bridge_spec("cwveth9")).unwrap_err();
         assert_eq!(err.kind, KernelErrorKind::Exists, "{err}");
         assert!(err.to_string().contains("cwveth9"), "{err}");
@@ -241,8 +256,14 @@ fn veth_peer_created_in_container() {
         assert_eq!(peer["mtu"], 1400);
         assert_eq!(peer["address"], "0a:58:0a:f4:0a:48");
         assert_eq!(peer["linkinfo"]["info_kind"], "veth");
-        let host_side_eth0 = Command::new("ip").args(["link", "show", "dev", "eth0"]).output().unwrap();
-        assert!(!host_side_eth0.status.success(), "eth0 must not exist in the host namespace");
+        let host_side_eth0 = Command::new("ip")
+            .args(["link", "show", "dev", "eth0"])
+            .output()
+            .unwrap();
+        assert!(
+            !host_side_eth0.status.success(),
+            "eth0 must not exist in the host namespace"
+        );
 
         let err = netlink.create_veth(&veth_spec("cwveth1")).unwrap_err();
         assert_eq!(err.kind, KernelErrorKind::Exists, "{err}");
@@ -263,7 +284,9 @@ fn veth_port_master_up_hairpin() {
             hairpin: Some(true),
             ..LinkSettings::default()
         };
-        let port = netlink.configure_link(Namespace::Host, "cwveth2", &settings).unwrap();
+        let port = netlink
+            .configure_link(Namespace::Host, "cwveth2", &settings)
+            .unwrap();
 
         assert_eq!(port.master.as_deref(), Some("cwbr1"));
         assert!(port.up);
@@ -278,7 +301,9 @@ fn veth_port_master_up_hairpin() {
             hairpin: Some(false),
             ..LinkSettings::default()
         };
-        let port = netlink.configure_link(Namespace::Host, "cwveth2", &down).unwrap();
+        let port = netlink
+            .configure_link(Namespace::Host, "cwveth2", &down)
+            .unwrap();
         assert!(!port.up);
         let link = link_json(None, "cwveth2");
         assert_eq!(link["linkinfo"]["info_slave_data"]["hairpin"], false);
@@ -287,7 +312,9 @@ fn veth_port_master_up_hairpin() {
             master: Some("cwnobridge".into()),
             ..LinkSettings::default()
         };
-        let err = netlink.configure_link(Namespace::Host, "cwveth2", &missing).unwrap_err();
+        let err = netlink
+            .configure_link(Namespace::Host, "cwveth2", &missing)
+            .unwrap_err();
         assert_eq!(err.kind, KernelErrorKind::NotFound, "{err}");
     });
 }
@@ -301,12 +328,20 @@ fn container_addresses_and_routes() {
             up: Some(true),
             ..LinkSettings::default()
         };
-        netlink.configure_link(Namespace::Container, "eth0", &up).unwrap();
+        netlink
+            .configure_link(Namespace::Container, "eth0", &up)
+            .unwrap();
 
         let address: IpNet = "10.244.10.72/24".parse().unwrap();
-        netlink.add_address(Namespace::Container, "eth0", address).unwrap();
-        netlink.add_address(Namespace::Container, "eth0", address).unwrap();
-        let addresses = netlink.list_addresses(Namespace::Container, "eth0").unwrap();
+        netlink
+            .add_address(Namespace::Container, "eth0", address)
+            .unwrap();
+        netlink
+            .add_address(Namespace::Container, "eth0", address)
+            .unwrap();
+        let addresses = netlink
+            .list_addresses(Namespace::Container, "eth0")
+            .unwrap();
         assert!(addresses.contains(&address), "{addresses:?}");
         let shown = ip_json(&["-n", &container.name, "-4", "addr", "show", "dev", "eth0"]);
         assert_eq!(shown[0]["addr_info"][0]["local"], "10.244.10.72");
@@ -318,11 +353,20 @@ fn container_addresses_and_routes() {
             device: Some("eth0".into()),
             metric: None,
         };
-        netlink.add_route(Namespace::Container, &default_route).unwrap();
-        netlink.add_route(Namespace::Container, &default_route).unwrap();
+        netlink
+            .add_route(Namespace::Container, &default_route)
+            .unwrap();
+        netlink
+            .add_route(Namespace::Container, &default_route)
+            .unwrap();
         let routes = netlink.list_routes(Namespace::Container, "eth0").unwrap();
-        assert!(routes.iter().any(|route| route.dst == default_route.dst
-            && route.gateway == default_route.gateway), "{routes:?}");
+        assert!(
+            routes
+                .iter()
+                .any(|route| route.dst == default_route.dst
+                    && route.gateway == default_route.gateway),
+            "{routes:?}"
+        );
         let shown = ip_json(&["-n", &container.name, "route", "show", "default"]);
         assert_eq!(shown[0]["gateway"], "10.244.10.1");
         assert_eq!(shown[0]["dev"], "eth0");
@@ -331,18 +375,30 @@ fn container_addresses_and_routes() {
             gateway: Some("10.244.10.2".parse().unwrap()),
             ..default_route.clone()
         };
-        let err = netlink.add_route(Namespace::Container, &conflicting).unwrap_err();
+        let err = netlink
+            .add_route(Namespace::Container, &conflicting)
+            .unwrap_err();
         assert_eq!(err.kind, KernelErrorKind::Exists, "{err}");
 
-        netlink.delete_route(Namespace::Container, &default_route).unwrap();
+        netlink
+            .delete_route(Namespace::Container, &default_route)
+            .unwrap();
         let shown = ip_json(&["-n", &container.name, "route", "show", "default"]);
         assert_eq!(shown.as_array().unwrap().len(), 0, "{shown}");
-        let err = netlink.delete_route(Namespace::Container, &default_route).unwrap_err();
+        let err = netlink
+            .delete_route(Namespace::Container, &default_route)
+            .unwrap_err();
         assert_eq!(err.kind, KernelErrorKind::NotFound, "{err}");
 
-        netlink.delete_address(Namespace::Container, "eth0", address).unwrap();
-        netlink.delete_address(Namespace::Container, "eth0", address).unwrap();
-        let addresses = netlink.list_addresses(Namespace::Container, "eth0").unwrap();
+        netlink
+            .delete_address(Namespace::Container, "eth0", address)
+            .unwrap();
+        netlink
+            .delete_address(Namespace::Container, "eth0", address)
+            .unwrap();
+        let addresses = netlink
+            .list_addresses(Namespace::Container, "eth0")
+            .unwrap();
         assert!(!addresses.contains(&address), "{addresses:?}");
     });
 }
@@ -356,10 +412,14 @@ fn ipv6_address_and_route() {
             up: Some(true),
             ..LinkSettings::default()
         };
-        netlink.configure_link(Namespace::Container, "eth0", &up).unwrap();
+        netlink
+            .configure_link(Namespace::Container, "eth0", &up)
+            .unwrap();
 
         let address: IpNet = "fd00:10::5/64".parse().unwrap();
-        netlink.add_address(Namespace::Container, "eth0", address).unwrap();
+        netlink
+            .add_address(Namespace::Container, "eth0", address)
+            .unwrap();
         let route = RouteSpec {
             dst: "fd00:20::/64".parse().unwrap(),
             gateway: None,
@@ -368,7 +428,9 @@ fn ipv6_address_and_route() {
         };
         netlink.add_route(Namespace::Container, &route).unwrap();
 
-        let addresses = netlink.list_addresses(Namespace::Container, "eth0").unwrap();
+        let addresses = netlink
+            .list_addresses(Namespace::Container, "eth0")
+            .unwrap();
         assert!(addresses.contains(&address), "{addresses:?}");
         let routes = netlink.list_routes(Namespace::Container, "eth0").unwrap();
         assert!(routes.contains(&route), "{routes:?}");
@@ -383,7 +445,10 @@ fn delete_link_removes_pair() {
 
         assert!(netlink.delete_link(Namespace::Container, "eth0").unwrap());
 
-        assert_eq!(netlink.get_link(Namespace::Container, "eth0").unwrap(), None);
+        assert_eq!(
+            netlink.get_link(Namespace::Container, "eth0").unwrap(),
+            None
+        );
         assert_eq!(netlink.get_link(Namespace::Host, "cwveth5").unwrap(), None);
         assert!(!netlink.delete_link(Namespace::Container, "eth0").unwrap());
     });
@@ -398,7 +463,10 @@ fn missing_container_netns_is_not_found() {
 
         let err = netlink.get_link(Namespace::Container, "eth0").unwrap_err();
         assert_eq!(err.kind, KernelErrorKind::NotFound);
-        assert!(err.to_string().contains("/run/netns/cwt-does-not-exist"), "{err}");
+        assert!(
+            err.to_string().contains("/run/netns/cwt-does-not-exist"),
+            "{err}"
+        );
         let err = netlink.create_veth(&veth_spec("cwveth6")).unwrap_err();
         assert_eq!(err.kind, KernelErrorKind::NotFound);
 
@@ -416,7 +484,9 @@ fn route_device_follows_host_routes() {
             .add_address(Namespace::Host, "cwbr2", "10.244.10.1/24".parse().unwrap())
             .unwrap();
 
-        let device = netlink.route_device("10.244.10.72".parse().unwrap()).unwrap();
+        let device = netlink
+            .route_device("10.244.10.72".parse().unwrap())
+            .unwrap();
         assert_eq!(device.as_deref(), Some("cwbr2"));
         let unreachable: IpAddr = "192.0.2.1".parse().unwrap();
         assert_eq!(netlink.route_device(unreachable).unwrap(), None);
@@ -428,22 +498,42 @@ fn sysctl_in_both_namespaces() {
     privileged("sysctl_in_both_namespaces", |container| {
         let mut sysctl = ProcSysctl::open(Some(&container.path())).unwrap();
 
-        sysctl.set(Namespace::Host, "net/ipv4/ip_forward", "1").unwrap();
-        sysctl.set(Namespace::Container, "net.ipv4.ip_forward", "0").unwrap();
+        sysctl
+            .set(Namespace::Host, "net/ipv4/ip_forward", "1")
+            .unwrap();
+        sysctl
+            .set(Namespace::Container, "net.ipv4.ip_forward", "0")
+            .unwrap();
 
-        assert_eq!(sysctl.get(Namespace::Host, "net.ipv4.ip_forward").unwrap(), "1");
-        assert_eq!(sysctl.get(Namespace::Container, "net/ipv4/ip_forward").unwrap(), "0");
+        assert_eq!(
+            sysctl.get(Namespace::Host, "net.ipv4.ip_forward").unwrap(),
+            "1"
+        );
+        assert_eq!(
+            sysctl
+                .get(Namespace::Container, "net/ipv4/ip_forward")
+                .unwrap(),
+            "0"
+        );
         let seen_host = run("cat", &["/proc/sys/net/ipv4/ip_forward"]);
         assert_eq!(seen_host.trim(), "1");
         let seen_container = run(
             "ip",
-            &["netns", "exec", &container.name, "cat", "/proc/sys/net/ipv4/ip_forward"],
+            &[
+                "netns",
+                "exec",
+                &container.name,
+                "cat",
+                "/proc/sys/net/ipv4/ip_forward",
+            ],
         );
         assert_eq!(seen_container.trim(), "0");
 
         let err = sysctl.get(Namespace::Host, "kernel/hostname").unwrap_err();
         assert_eq!(err.kind, KernelErrorKind::Invalid);
-        let err = sysctl.get(Namespace::Container, "net/ipv4/conf/nope0/forwarding").unwrap_err();
+        let err = sysctl
+            .get(Namespace::Container, "net/ipv4/conf/nope0/forwarding")
+            .unwrap_err();
         assert_eq!(err.kind, KernelErrorKind::NotFound, "{err}");
     });
 }
@@ -461,7 +551,9 @@ fn seed_rules_match_reference() {
         let address: IpNet = "10.244.10.72/24".parse().unwrap();
 
         firewall.add_masquerade(&owner, address).unwrap();
-        firewall.add_port_mappings(&owner, &seed_port_map()).unwrap();
+        firewall
+            .add_port_mappings(&owner, &seed_port_map())
+            .unwrap();
 
         let mut saved = nat_lines("iptables-save");
         let mut expected: Vec<String> = SEED_NAT.iter().map(|line| line.to_string()).collect();
@@ -470,7 +562,9 @@ fn seed_rules_match_reference() {
         assert_eq!(saved, expected);
         let localnet = run("cat", &["/proc/sys/net/ipv4/conf/cwbr3/route_localnet"]);
         assert_eq!(localnet.trim(), "1");
-        firewall.check_port_mappings(&owner, &seed_port_map()).unwrap();
+        firewall
+            .check_port_mappings(&owner, &seed_port_map())
+            .unwrap();
         firewall.check_masquerade(&owner, address).unwrap();
     });
 }
@@ -487,10 +581,14 @@ fn port_mappings_lifecycle() {
         let mut other_spec = seed_port_map();
         other_spec.mappings[0].host_port = 9191;
 
-        firewall.add_port_mappings(&owner, &seed_port_map()).unwrap();
+        firewall
+            .add_port_mappings(&owner, &seed_port_map())
+            .unwrap();
         firewall.add_port_mappings(&other, &other_spec).unwrap();
         let first = nat_lines("iptables-save");
-        firewall.add_port_mappings(&owner, &seed_port_map()).unwrap();
+        firewall
+            .add_port_mappings(&owner, &seed_port_map())
+            .unwrap();
         let mut again = nat_lines("iptables-save");
         let mut first_sorted = first.clone();
         first_sorted.sort();
@@ -498,19 +596,44 @@ fn port_mappings_lifecycle() {
         assert_eq!(again, first_sorted, "re-adding must not duplicate rules");
 
         let dnat_rule = SEED_NAT[11].trim_start_matches("-A ");
-        run("iptables", &[&["-t", "nat", "-D"], dnat_rule.split(' ').collect::<Vec<_>>().as_slice()].concat());
-        let err = firewall.check_port_mappings(&owner, &seed_port_map()).unwrap_err();
+        run(
+            "iptables",
+            &[
+                &["-t", "nat", "-D"],
+                dnat_rule.split(' ').collect::<Vec<_>>().as_slice(),
+            ]
+            .concat(),
+        );
+        let err = firewall
+            .check_port_mappings(&owner, &seed_port_map())
+            .unwrap_err();
         assert_eq!(err.kind, KernelErrorKind::NotFound, "{err}");
-        assert!(err.to_string().contains("--to-destination 10.244.10.72:80"), "{err}");
+        assert!(
+            err.to_string().contains("--to-destination 10.244.10.72:80"),
+            "{err}"
+        );
 
         firewall.remove_port_mappings(&owner).unwrap();
         firewall.remove_port_mappings(&owner).unwrap();
         let after = nat_lines("iptables-save");
-        assert!(!after.iter().any(|line| line.contains(&owner.dnat_chain())), "{after:#?}");
-        for shared in ["CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"] {
-            assert!(after.contains(&format!(":{shared} - [0:0]")), "{shared} removed: {after:#?}");
+        assert!(
+            !after.iter().any(|line| line.contains(&owner.dnat_chain())),
+            "{after:#?}"
+        );
+        for shared in [
+            "CNI-HOSTPORT-DNAT",
+            "CNI-HOSTPORT-SETMARK",
+            "CNI-HOSTPORT-MASQ",
+        ] {
+            assert!(
+                after.contains(&format!(":{shared} - [0:0]")),
+                "{shared} removed: {after:#?}"
+            );
         }
-        assert!(after.iter().any(|line| line.contains(&other.dnat_chain())), "{after:#?}");
+        assert!(
+            after.iter().any(|line| line.contains(&other.dnat_chain())),
+            "{after:#?}"
+        );
         firewall.check_port_mappings(&other, &other_spec).unwrap();
     });
 }
@@ -541,12 +664,18 @@ fn ipv6_port_mappings() {
             owner.dnat_chain()
         );
         assert!(saved.contains(&dnat), "{saved:#?}");
-        assert!(nat_lines("iptables-save").is_empty(), "IPv4 table must stay untouched");
+        assert!(
+            nat_lines("iptables-save").is_empty(),
+            "IPv4 table must stay untouched"
+        );
         firewall.check_port_mappings(&owner, &spec).unwrap();
 
         firewall.remove_port_mappings(&owner).unwrap();
         let saved = nat_lines("ip6tables-save");
-        assert!(!saved.iter().any(|line| line.contains(&owner.dnat_chain())), "{saved:#?}");
+        assert!(
+            !saved.iter().any(|line| line.contains(&owner.dnat_chain())),
+            "{saved:#?}"
+        );
     });
 }
 
@@ -563,7 +692,11 @@ fn masquerade_lifecycle_both_families() {
         firewall.add_masquerade(&owner, v6).unwrap();
 
         let saved = nat_lines("iptables-save");
-        assert_eq!(saved.iter().filter(|line| line.starts_with("-A ")).count(), 3, "{saved:#?}");
+        assert_eq!(
+            saved.iter().filter(|line| line.starts_with("-A ")).count(),
+            3,
+            "{saved:#?}"
+        );
         let saved6 = nat_lines("ip6tables-save");
         let multicast = format!(
             "-A {} ! -d ff00::/8 -m comment --comment {:?} -j MASQUERADE",
