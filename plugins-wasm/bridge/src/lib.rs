@@ -31,13 +31,22 @@ impl Plugin for Bridge {
             mtu: options.mtu,
             container_mac: options.mac.clone(),
         })
-        .context(&format!("failed to create veth {:?} in the container", inv.ifname))?;
+        .context(&format!(
+            "failed to create veth {:?} in the container",
+            inv.ifname
+        ))?;
 
         let mut undo = Undo {
             container_link: Some(inv.ifname.clone()),
             ..Undo::default()
         };
-        let attachment = Attachment { inv, config, options: &options, bridge: &bridge, pair: &pair };
+        let attachment = Attachment {
+            inv,
+            config,
+            options: &options,
+            bridge: &bridge,
+            pair: &pair,
+        };
         match attachment.complete(&mut undo) {
             Ok(result) => Ok(AddOutput::Result(result)),
             Err(error) => {
@@ -105,17 +114,23 @@ impl Undo {
         if self.masquerade
             && let Err(error) = nat::remove_masquerade()
         {
-            logging::warn(&format!("failed to remove masquerade after a failed ADD: {error:?}"));
+            logging::warn(&format!(
+                "failed to remove masquerade after a failed ADD: {error:?}"
+            ));
         }
         if self.ipam_allocated
             && let Err(error) = delegate_ipam_del()
         {
-            logging::warn(&format!("failed to release IPAM addresses after a failed ADD: {error}"));
+            logging::warn(&format!(
+                "failed to release IPAM addresses after a failed ADD: {error}"
+            ));
         }
         if let Some(name) = &self.container_link
             && let Err(error) = link::delete(Netns::Container, name)
         {
-            logging::warn(&format!("failed to delete {name:?} after a failed ADD: {error:?}"));
+            logging::warn(&format!(
+                "failed to delete {name:?} after a failed ADD: {error:?}"
+            ));
         }
     }
 }
@@ -232,7 +247,10 @@ impl Attachment<'_> {
             }
             self.pin_bridge_mac()?;
             for ipv6 in [false, true] {
-                if gateways.iter().any(|gateway| gateway.addr().is_ipv6() == ipv6) {
+                if gateways
+                    .iter()
+                    .any(|gateway| gateway.addr().is_ipv6() == ipv6)
+                {
                     enable_forwarding(ipv6)?;
                 }
             }
@@ -252,8 +270,8 @@ impl Attachment<'_> {
     /// changing it as ports come and go.
     fn pin_bridge_mac(&self) -> Result<(), CniError> {
         let name = &self.options.bridge;
-        let current = link::get(Netns::Host, name)
-            .context(&format!("failed to read bridge {name:?}"))?;
+        let current =
+            link::get(Netns::Host, name).context(&format!("failed to read bridge {name:?}"))?;
         let Some(current) = current else {
             return Err(CniError::new(
                 codes::INTERNAL,
@@ -279,12 +297,28 @@ impl Attachment<'_> {
 
 /// Configures the container end: sysctls, addresses, link up, routes.
 fn configure_container(ifname: &str, result: &cniwasm_types::Result) -> Result<(), CniError> {
-    set_sysctl_best_effort(Netns::Container, &format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
-    set_sysctl_best_effort(Netns::Container, &format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
+    set_sysctl_best_effort(
+        Netns::Container,
+        &format!("net/ipv4/conf/{ifname}/arp_notify"),
+        "1",
+    );
+    set_sysctl_best_effort(
+        Netns::Container,
+        &format!("net/ipv6/conf/{ifname}/accept_dad"),
+        "0",
+    );
     if result.ips.iter().any(|ip| ip.is_ipv6()) {
         set_sysctl_best_effort(Netns::Container, "net/ipv6/conf/lo/disable_ipv6", "0");
-        set_sysctl_best_effort(Netns::Container, &format!("net/ipv6/conf/{ifname}/disable_ipv6"), "0");
-        set_sysctl_best_effort(Netns::Container, &format!("net/ipv6/conf/{ifname}/keep_addr_on_down"), "1");
+        set_sysctl_best_effort(
+            Netns::Container,
+            &format!("net/ipv6/conf/{ifname}/disable_ipv6"),
+            "0",
+        );
+        set_sysctl_best_effort(
+            Netns::Container,
+            &format!("net/ipv6/conf/{ifname}/keep_addr_on_down"),
+            "1",
+        );
     }
 
     for ip in &result.ips {
@@ -294,8 +328,10 @@ fn configure_container(ifname: &str, result: &cniwasm_types::Result) -> Result<(
     set_link_up(Netns::Container, ifname)?;
 
     for spec in container_routes(result, ifname) {
-        route::add(Netns::Container, &spec)
-            .context(&format!("failed to add route to {} in the container", spec.dst))?;
+        route::add(Netns::Container, &spec).context(&format!(
+            "failed to add route to {} in the container",
+            spec.dst
+        ))?;
     }
     Ok(())
 }
@@ -339,7 +375,9 @@ fn wait_for_port_up(name: &str) -> Result<(), CniError> {
     for delay_ms in [0, 50, 500, 1000, 1000] {
         std::thread::sleep(Duration::from_millis(delay_ms));
         let info = link::get(Netns::Host, name).context(&format!("failed to read {name:?}"))?;
-        state = info.map(|info| info.oper_state).unwrap_or_else(|| "absent".to_string());
+        state = info
+            .map(|info| info.oper_state)
+            .unwrap_or_else(|| "absent".to_string());
         if state == "up" {
             return Ok(());
         }

@@ -71,10 +71,10 @@ impl Store {
     pub fn addresses_of(&self, owner: &Owner) -> Result<Vec<IpAddr>, String> {
         let mut addresses = Vec::new();
         for (name, content) in self.allocation_files()? {
-            if content.trim() == owner.file_content() {
-                if let Ok(address) = name.parse() {
-                    addresses.push(address);
-                }
+            if content.trim() == owner.file_content()
+                && let Ok(address) = name.parse()
+            {
+                addresses.push(address);
             }
         }
         Ok(addresses)

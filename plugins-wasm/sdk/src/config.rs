@@ -59,7 +59,7 @@ impl PluginConfig {
         validate_network_name(&name)?;
 
         let cni_version = read_version(&raw)?;
-        if !supported_versions.iter().any(|v| *v == cni_version) {
+        if !supported_versions.contains(&cni_version) {
             return Err(CniError::new(
                 codes::INCOMPATIBLE_CNI_VERSION,
                 "incompatible CNI versions",
