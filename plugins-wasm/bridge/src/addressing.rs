@@ -18,10 +18,11 @@ pub const CONTAINER_INTERFACE: u32 = 2;
 /// Gateway addresses to put on the bridge, in CIDR form (`10.1.2.1/24`).
 pub type BridgeGateways = Vec<IpNet>;
 
-/// Points every IP at the container interface, fills in a missing gateway
-/// (network address + 1) when the bridge is a gateway, and adds a default
-/// route per family when it is the default gateway, unless IPAM gave one
-/// with a gateway. Returns the gateway addresses for the bridge.
+/// Points every IP at the container interface and, when the bridge is a
+/// gateway, fills in a missing gateway as network address + 1. When the
+/// bridge is the default gateway, it adds a default route per family unless
+/// IPAM returned one with a gateway. Returns the gateway addresses for the
+/// bridge.
 pub fn apply_gateways(
     result: &mut cniwasm_types::Result,
     options: &BridgeConfig,
@@ -101,22 +102,22 @@ pub fn container_routes(result: &cniwasm_types::Result, ifname: &str) -> Vec<Rou
         .collect()
 }
 
-/// What to do so that the bridge carries `wanted`.
+/// The steps that put a requested address on the bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BridgeAddressPlan {
     /// The bridge has the address already.
     Present,
-    /// Delete these addresses (only with `forceAddress`), then add `wanted`.
+    /// Delete these addresses (only with `forceAddress`), then add `requested`.
     Add { delete: Vec<String> },
 }
 
-/// Decides how to put `wanted` on a bridge that has `existing` addresses
+/// Decides how to put `requested` on a bridge that has `existing` addresses
 /// (CIDR form). A different IPv4 address, or an IPv6 address whose subnet
 /// overlaps, conflicts; disjoint IPv6 subnets can coexist.
 pub fn plan_bridge_address(
     bridge: &str,
     existing: &[String],
-    wanted: IpNet,
+    requested: IpNet,
     force_address: bool,
 ) -> Result<BridgeAddressPlan, CniError> {
     let mut delete = Vec::new();
@@ -124,24 +125,22 @@ pub fn plan_bridge_address(
         let Ok(current) = text.parse::<IpNet>() else {
             continue;
         };
-        if current == wanted {
+        if current == requested {
             return Ok(BridgeAddressPlan::Present);
         }
-        if current.addr().is_ipv4() != wanted.addr().is_ipv4() {
+        if current.addr().is_ipv4() != requested.addr().is_ipv4() {
             continue;
         }
-        let conflicts = wanted.addr().is_ipv4()
-            || current.contains(&wanted.addr())
-            || wanted.contains(&current.addr());
+        let conflicts = requested.addr().is_ipv4()
+            || current.contains(&requested.addr())
+            || requested.contains(&current.addr());
         if !conflicts {
             continue;
         }
         if !force_address {
             return Err(CniError::new(
                 codes::INTERNAL,
-                format!(
-                    "{bridge:?} already has an IP address different from {wanted}: remove it or set forceAddress"
-                ),
+                format!("{bridge:?} already has an IP address different from {requested}"),
             ));
         }
         delete.push(text.clone());
@@ -343,24 +342,24 @@ mod tests {
 
     #[test]
     fn bridge_address_present() {
-        let wanted: IpNet = "10.1.2.1/24".parse().unwrap();
-        let plan = plan_bridge_address("cni0", &["10.1.2.1/24".into()], wanted, false).unwrap();
+        let requested: IpNet = "10.1.2.1/24".parse().unwrap();
+        let plan = plan_bridge_address("cni0", &["10.1.2.1/24".into()], requested, false).unwrap();
         assert_eq!(plan, BridgeAddressPlan::Present);
     }
 
     #[test]
     fn bridge_other_v4_conflicts() {
-        let wanted: IpNet = "10.1.2.3/16".parse().unwrap();
+        let requested: IpNet = "10.1.2.3/16".parse().unwrap();
         let existing = vec!["10.0.0.1/8".to_string()];
 
-        let error = plan_bridge_address("cni0", &existing, wanted, false).unwrap_err();
+        let error = plan_bridge_address("cni0", &existing, requested, false).unwrap_err();
         assert!(
             error
                 .msg
                 .starts_with("\"cni0\" already has an IP address different from 10.1.2.3/16")
         );
 
-        let plan = plan_bridge_address("cni0", &existing, wanted, true).unwrap();
+        let plan = plan_bridge_address("cni0", &existing, requested, true).unwrap();
         assert_eq!(
             plan,
             BridgeAddressPlan::Add {
@@ -371,12 +370,12 @@ mod tests {
 
     #[test]
     fn bridge_v6_overlap_rules() {
-        let wanted: IpNet = "2001:db8:1::1/64".parse().unwrap();
+        let requested: IpNet = "2001:db8:1::1/64".parse().unwrap();
         let overlapping = vec!["2001:db8:1::5/48".to_string(), "fe80::1/64".to_string()];
-        assert!(plan_bridge_address("cni0", &overlapping, wanted, false).is_err());
+        assert!(plan_bridge_address("cni0", &overlapping, requested, false).is_err());
 
         let disjoint = vec!["2001:db9::1/64".to_string(), "fe80::1/64".to_string()];
-        let plan = plan_bridge_address("cni0", &disjoint, wanted, false).unwrap();
+        let plan = plan_bridge_address("cni0", &disjoint, requested, false).unwrap();
         assert_eq!(plan, BridgeAddressPlan::Add { delete: vec![] });
     }
 

@@ -12,7 +12,8 @@ use cniwasm_plugin_sdk::cniwasm_types::{self, Interface};
 use cniwasm_plugin_sdk::link::{self, BridgeSpec, LinkInfo, LinkSettings, VethPair, VethSpec};
 use cniwasm_plugin_sdk::{
     AddOutput, CniError, HostResultExt, Invocation, Netns, Plugin, PluginConfig, address, codes,
-    delegate_ipam_add, delegate_ipam_check, delegate_ipam_del, logging, nat, route, sysctl,
+    delegate_ipam_add, delegate_ipam_check, delegate_ipam_del, describe_host_error, logging, nat,
+    route, sysctl,
 };
 
 use crate::addressing::{BridgeAddressPlan, apply_gateways, container_routes, plan_bridge_address};
@@ -99,7 +100,7 @@ impl Plugin for Bridge {
 
 cniwasm_plugin_sdk::export_plugin!(Bridge);
 
-/// What a failed ADD must take back, in reverse order of the steps.
+/// The completed ADD steps that a failure must undo, in reverse order.
 #[derive(Default)]
 struct Undo {
     container_link: Option<String>,
@@ -115,7 +116,8 @@ impl Undo {
             && let Err(error) = nat::remove_masquerade()
         {
             logging::warn(&format!(
-                "failed to remove masquerade after a failed ADD: {error:?}"
+                "failed to remove masquerade after a failed ADD: {}",
+                describe_host_error(&error)
             ));
         }
         if self.ipam_allocated
@@ -129,7 +131,8 @@ impl Undo {
             && let Err(error) = link::delete(Netns::Container, name)
         {
             logging::warn(&format!(
-                "failed to delete {name:?} after a failed ADD: {error:?}"
+                "failed to delete {name:?} after a failed ADD: {}",
+                describe_host_error(&error)
             ));
         }
     }
@@ -399,7 +402,10 @@ fn set_link_up(ns: Netns, name: &str) -> Result<(), CniError> {
 /// `accept_ra` on a kernel without IPv6; the failure is logged.
 fn set_sysctl_best_effort(ns: Netns, key: &str, value: &str) {
     if let Err(error) = sysctl::set(ns, key, value) {
-        logging::debug(&format!("ignoring failure to set {key}={value}: {error:?}"));
+        logging::debug(&format!(
+            "ignoring failure to set {key}={value}: {}",
+            describe_host_error(&error)
+        ));
     }
 }
 

@@ -25,17 +25,17 @@ pub struct Allocator<'a> {
 
 impl Allocator<'_> {
     /// Reserves `requested`, or else the next free address after the one
-    /// reserved last. Fails when the attachment already holds an address of
+    /// reserved last. Fails when the attachment already owns an address of
     /// this set, or when the set is exhausted.
     pub fn allocate(&self, owner: &Owner, requested: Option<IpAddr>) -> Result<Allocation, String> {
         if let Some(address) = requested {
             return self.allocate_requested(owner, address);
         }
 
-        for held in self.store.addresses_of(owner)? {
-            if range_for(self.set, held).is_some() {
+        for owned in self.store.addresses_of(owner)? {
+            if range_for(self.set, owned).is_some() {
                 return Err(format!(
-                    "{held} has been allocated to {}, duplicate allocation is not allowed",
+                    "{owned} has been allocated to {}, duplicate allocation is not allowed",
                     owner.container_id
                 ));
             }
@@ -82,9 +82,10 @@ fn allocation(address: IpAddr, range: &Range) -> Allocation {
     }
 }
 
-/// Walks every address of a range set once, from just after `last` (when it
-/// lies in the set) or from the first range's start, skipping gateways and
-/// moving on to the next range (wrapping to the first) past a range's end.
+/// Candidate addresses of a range set, each visited once. The walk starts
+/// just after `last` when that lies in the set, else at the first range's
+/// start. It skips gateways, and past a range's end it moves on to the next
+/// range, wrapping to the first.
 struct Candidates<'a> {
     set: &'a RangeSet,
     range_index: usize,

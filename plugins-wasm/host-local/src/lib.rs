@@ -23,7 +23,7 @@ use crate::config::IpamConfig;
 use crate::range::range_for;
 use crate::store::{Owner, Store};
 
-/// Where the host preopens the network's state directory.
+/// Mount point of the network's state directory, preopened by the host.
 pub const STATE_DIR: &str = "/state";
 
 /// The host-local plugin.
@@ -72,7 +72,7 @@ pub fn allocate_all(
     };
 
     for (set_index, set) in ipam.range_sets.iter().enumerate() {
-        let wanted = requested
+        let requested_here = requested
             .iter()
             .position(|address| range_for(set, *address).is_some())
             .map(|position| requested.remove(position));
@@ -82,7 +82,7 @@ pub fn allocate_all(
             store,
         };
 
-        match allocator.allocate(owner, wanted) {
+        match allocator.allocate(owner, requested_here) {
             Ok(allocation) => result.ips.push(IpConfig {
                 interface: None,
                 address: allocation.address.to_string(),
@@ -121,7 +121,7 @@ fn release_after_failure(store: &Store, owner: &Owner) {
     }
 }
 
-/// Succeeds when the attachment holds any address. Like the reference
+/// Succeeds when the attachment owns any address. Like the reference
 /// plugin, it does not verify which one.
 pub fn check_held(store: &Store, owner: &Owner) -> Result<(), CniError> {
     let held = store

@@ -26,7 +26,7 @@ impl Store {
     }
 
     /// Creates the file of `address` for the attachment. Returns `Ok(false)`
-    /// when another attachment holds the address already.
+    /// when another attachment owns the address already.
     pub fn reserve(
         &self,
         address: IpAddr,
@@ -80,7 +80,7 @@ impl Store {
         Ok(addresses)
     }
 
-    /// Tells whether the attachment holds any address, also in the older
+    /// Tells whether the attachment owns any address, also in the older
     /// file format that contains only the container id.
     pub fn holds_any(&self, owner: &Owner) -> Result<bool, String> {
         let files = self.allocation_files()?;

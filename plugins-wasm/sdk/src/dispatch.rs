@@ -44,7 +44,7 @@ impl Command {
     }
 }
 
-/// What ADD returns.
+/// The output of ADD.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AddOutput {
     /// A result that the SDK renders in the configuration's `cniVersion`.

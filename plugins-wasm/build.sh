@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds the plugins as WebAssembly components (wasm32-wasip2, release
+# profile) and copies each one to out/<CNI type>.wasm. Cargo names the
+# host-local artifact host_local.wasm, so the copy also restores the type name
+# next to the cargo output.
+set -euo pipefail
+
+cd "$(dirname "$0")"
+cargo build --release
+
+release=target/wasm32-wasip2/release
+mkdir -p out
+for crate in bridge host_local portmap loopback; do
+    plugin_type=${crate//_/-}
+    cp "$release/$crate.wasm" "out/$plugin_type.wasm"
+    if [ "$plugin_type" != "$crate" ]; then
+        cp "$release/$crate.wasm" "$release/$plugin_type.wasm"
+    fi
+done
+ls -l out/*.wasm
