@@ -328,6 +328,32 @@ mod tests {
     }
 
     #[test]
+    fn multi_range_exhaustion_terminates() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let ranges = set(&[
+            ("192.168.1.0/24", Some("192.168.1.10"), Some("192.168.1.11")),
+            ("192.168.2.0/24", Some("192.168.2.10"), Some("192.168.2.10")),
+        ]);
+        let allocator = Allocator {
+            set: &ranges,
+            set_index: 0,
+            store: &store,
+        };
+        for id in ["a", "b", "c"] {
+            allocate(&allocator, id).unwrap();
+        }
+        store.release(&owner("a")).unwrap();
+        std::fs::write(dir.path().join("last_reserved_ip.0"), "192.168.1.11").unwrap();
+
+        assert_eq!(allocate(&allocator, "d").as_deref(), Ok("192.168.1.10/24"));
+        assert_eq!(
+            allocate(&allocator, "e"),
+            Err("no IP addresses available in range set: 192.168.1.10-192.168.1.11,192.168.2.10-192.168.2.10".into())
+        );
+    }
+
+    #[test]
     fn gateway_inside_range_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path());
