@@ -218,6 +218,10 @@ pub struct RecordingKernel {
 impl RecordingKernel {
     /// Builds a kernel with an available container namespace and an empty
     /// model, and the recorder that observes it.
+    #[expect(
+        clippy::new_ret_no_self,
+        reason = "callers reach the fake only through the returned Kernel, and other crates call it new"
+    )]
     pub fn new() -> (Kernel, Recorder) {
         let shared = Arc::new(Shared::default());
         {

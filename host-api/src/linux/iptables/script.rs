@@ -27,10 +27,11 @@ impl SavedTable {
                 if let Some(chain) = declaration.split_whitespace().next() {
                     table.chains.insert(chain.to_string());
                 }
-            } else if let Some(rule) = line.strip_prefix("-A ") {
-                if let Some((chain, spec)) = rule.split_once(' ') {
-                    table.rules.push(Rule::new(chain, spec));
-                }
+            } else if let Some((chain, spec)) = line
+                .strip_prefix("-A ")
+                .and_then(|rule| rule.split_once(' '))
+            {
+                table.rules.push(Rule::new(chain, spec));
             }
         }
         table
@@ -219,10 +220,9 @@ COMMIT
         }
     }
 
-    /// Renders the state that `script` would leave when applied to `state`,
-    /// enough to feed the next step of a test.
+    /// Builds the saved state of an empty nat table after `rules` were added.
     fn saved_after(rules: &PortMapRules) -> SavedTable {
-        let mut text = String::from(EMPTY_NAT.replace("COMMIT\n", ""));
+        let mut text = EMPTY_NAT.replace("COMMIT\n", "");
         for chain in rules
             .shared_chains
             .iter()
