@@ -150,8 +150,8 @@ impl KernelCall {
         }
     }
 
-    /// The namespace the call acts in; firewall calls and route lookups act
-    /// in the host namespace.
+    /// Returns the namespace the call acts in. Firewall calls and route
+    /// lookups act in the host namespace.
     fn namespace(&self) -> Namespace {
         match self {
             KernelCall::CreateVeth { .. } => Namespace::Container,
@@ -209,7 +209,7 @@ pub struct Recorder {
     shared: Arc<Shared>,
 }
 
-/// A fake kernel that records calls; each trait implementation shares one model.
+/// A fake kernel that records calls. Its three trait implementations share one model.
 #[derive(Debug, Clone)]
 pub struct RecordingKernel {
     shared: Arc<Shared>,
@@ -282,17 +282,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Recorder {
-    /// A copy of the calls made so far, in order.
+    /// Returns a copy of the calls made so far, in order.
     pub fn calls(&self) -> Vec<KernelCall> {
         lock(&self.shared.calls).clone()
     }
 
-    /// The shared call log itself.
+    /// Returns the shared call log itself.
     pub fn call_log(&self) -> Arc<Mutex<Vec<KernelCall>>> {
         self.shared.calls.clone()
     }
 
-    /// The calls of one kind, in order.
+    /// Returns the calls of one kind, in order.
     pub fn calls_of(&self, kind: CallKind) -> Vec<KernelCall> {
         let calls = lock(&self.shared.calls);
         calls
@@ -357,7 +357,7 @@ impl Recorder {
         model.routes.get(&ns).cloned().unwrap_or_default()
     }
 
-    /// Seeds a sysctl value; unset keys read as `NotFound`.
+    /// Seeds a sysctl value. Reading a key that was never set fails with `NotFound`.
     pub fn set_sysctl(&self, ns: Namespace, key: &str, value: &str) {
         let mut model = lock(&self.shared.model);
         model
@@ -370,7 +370,7 @@ impl Recorder {
         model.sysctls.get(&(ns, key.to_string())).cloned()
     }
 
-    /// The port mappings installed for `owner`, one spec per family.
+    /// Returns the port mappings installed for `owner`, one spec per family.
     pub fn port_mappings(&self, owner: &Owner) -> Vec<PortMapSpec> {
         let model = lock(&self.shared.model);
         model.port_mappings.get(owner).cloned().unwrap_or_default()
@@ -706,7 +706,7 @@ impl Netlink for RecordingKernel {
     fn route_device(&mut self, destination: IpAddr) -> Result<Option<String>, KernelError> {
         let call = KernelCall::RouteDevice { destination };
         self.record(call, |model| {
-            // The longest matching host route wins, as in the kernel's lookup.
+            // The matching host route with the longest prefix wins, as in the kernel's lookup.
             let routes = model
                 .routes
                 .get(&Namespace::Host)

@@ -17,11 +17,10 @@ use cniwasm_host_api::kernel::{
     PortMapping, Protocol, RouteSpec, Sysctl, VethSpec,
 };
 use cniwasm_host_api::linux::{
-    FirewallOptions, IptablesFirewall, LinuxNetlink, LocalnetRouting, ProcSysctl,
+    FirewallOptions, IptablesFirewall, LinuxNetlink, ProcSysctl, open_kernel,
 };
 use ipnet::IpNet;
 use serde_json::Value;
-use std::sync::{Arc, Mutex};
 
 static NEXT_NETNS: AtomicUsize = AtomicUsize::new(0);
 
@@ -59,11 +58,15 @@ impl Drop for NamedNetns {
 
 /// Runs `body` on a new thread in a new network namespace with `lo` up, and
 /// a fresh named namespace as the container. Without root it panics, unless
-/// CNIWASM_SKIP_PRIVILEGED=1 asks to skip.
+/// CNIWASM_SKIP_PRIVILEGED=1 is set, and then it prints that it skipped.
 fn privileged(test: &str, body: impl FnOnce(&NamedNetns) + Send + 'static) {
     if !rustix::process::geteuid().is_root() {
         if std::env::var("CNIWASM_SKIP_PRIVILEGED").as_deref() == Ok("1") {
-            eprintln!("SKIPPED {test}: needs root, and CNIWASM_SKIP_PRIVILEGED=1 is set");
+            // Written to stderr directly, because the test harness captures
+            // eprintln! output of passing tests and the skip must show.
+            let message =
+                format!("SKIPPED {test}: needs root, and CNIWASM_SKIP_PRIVILEGED=1 is set\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), message.as_bytes());
             return;
         }
         panic!("{test} needs root; run as root or set CNIWASM_SKIP_PRIVILEGED=1 to skip it");
@@ -71,7 +74,7 @@ fn privileged(test: &str, body: impl FnOnce(&NamedNetns) + Send + 'static) {
 
     let thread = std::thread::spawn(move || {
         // SAFETY: unshare(CLONE_NEWNET) changes only the calling thread's
-        // network namespace, and this thread holds no sockets yet.
+        // network namespace, and this thread has opened no sockets yet.
         let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
         assert_eq!(
             rc,
@@ -120,8 +123,8 @@ fn has_flag(link: &Value, flag: &str) -> bool {
     link["flags"].as_array().unwrap().iter().any(|f| f == flag)
 }
 
-/// The chain declarations and rules of `iptables-save -t nat`, without the
-/// built-in chains.
+/// Returns the chain declarations and rules of `iptables-save -t nat`,
+/// without the built-in chains.
 fn nat_lines(save: &str) -> Vec<String> {
     run(save, &["-t", "nat"])
         .lines()
@@ -192,18 +195,6 @@ const SEED_NAT: &[&str] = &[
     r#"-A CNI-b232a5a313c3780addde4038 -d 10.244.10.0/24 -m comment --comment "name: \"mynet\" id: \"cnitool-3b469ed4466ecfd8f00d\"" -j ACCEPT"#,
     r#"-A CNI-b232a5a313c3780addde4038 ! -d 224.0.0.0/4 -m comment --comment "name: \"mynet\" id: \"cnitool-3b469ed4466ecfd8f00d\"" -j MASQUERADE"#,
 ];
-
-/// A firewall whose route_localnet step uses its own host-only netlink.
-fn firewall_with_localnet() -> IptablesFirewall {
-    let netlink = LinuxNetlink::open(None).unwrap();
-    IptablesFirewall::new(FirewallOptions {
-        localnet: Some(LocalnetRouting {
-            netlink: Arc::new(Mutex::new(netlink)),
-            sysctl: Box::new(ProcSysctl::open(None).unwrap()),
-        }),
-        ..FirewallOptions::default()
-    })
-}
 
 #[test]
 fn bridge_create_reuse_and_conflict() {
@@ -280,6 +271,7 @@ fn veth_port_master_up_hairpin() {
 
         let settings = LinkSettings {
             up: Some(true),
+            mac: Some("0a:58:0a:f4:0a:99".into()),
             master: Some("cwbr1".into()),
             hairpin: Some(true),
             ..LinkSettings::default()
@@ -292,6 +284,8 @@ fn veth_port_master_up_hairpin() {
         assert!(port.up);
         let link = link_json(None, "cwveth2");
         assert_eq!(link["master"], "cwbr1");
+        assert_eq!(link["address"], "0a:58:0a:f4:0a:99");
+        assert_eq!(port.mac, "0a:58:0a:f4:0a:99");
         assert!(has_flag(&link, "UP"));
         assert_eq!(link["linkinfo"]["info_slave_kind"], "bridge");
         assert_eq!(link["linkinfo"]["info_slave_data"]["hairpin"], true);
@@ -541,17 +535,19 @@ fn sysctl_in_both_namespaces() {
 #[test]
 fn seed_rules_match_reference() {
     privileged("seed_rules_match_reference", |_| {
-        let mut netlink = LinuxNetlink::open(None).unwrap();
-        netlink.ensure_bridge(&bridge_spec("cwbr3")).unwrap();
-        netlink
-            .add_address(Namespace::Host, "cwbr3", "10.244.10.1/24".parse().unwrap())
+        let mut kernel = open_kernel(None).unwrap();
+        kernel.netlink.ensure_bridge(&bridge_spec("cwbr3")).unwrap();
+        let gateway: IpNet = "10.244.10.1/24".parse().unwrap();
+        kernel
+            .netlink
+            .add_address(Namespace::Host, "cwbr3", gateway)
             .unwrap();
-        let mut firewall = firewall_with_localnet();
         let owner = seed_owner();
         let address: IpNet = "10.244.10.72/24".parse().unwrap();
 
-        firewall.add_masquerade(&owner, address).unwrap();
-        firewall
+        kernel.firewall.add_masquerade(&owner, address).unwrap();
+        kernel
+            .firewall
             .add_port_mappings(&owner, &seed_port_map())
             .unwrap();
 
@@ -560,12 +556,16 @@ fn seed_rules_match_reference() {
         saved.sort();
         expected.sort();
         assert_eq!(saved, expected);
-        let localnet = run("cat", &["/proc/sys/net/ipv4/conf/cwbr3/route_localnet"]);
-        assert_eq!(localnet.trim(), "1");
-        firewall
+        let localnet = kernel
+            .sysctl
+            .get(Namespace::Host, "net/ipv4/conf/cwbr3/route_localnet")
+            .unwrap();
+        assert_eq!(localnet, "1");
+        kernel
+            .firewall
             .check_port_mappings(&owner, &seed_port_map())
             .unwrap();
-        firewall.check_masquerade(&owner, address).unwrap();
+        kernel.firewall.check_masquerade(&owner, address).unwrap();
     });
 }
 

@@ -30,8 +30,8 @@ pub(crate) fn kind_from_errno(errno: i32) -> KernelErrorKind {
     }
 }
 
-/// Opens the Linux kernel for one invocation: one namespace pair shared by
-/// rtnetlink and sysctl, and a firewall that enables `route_localnet` on the
+/// Opens the Linux kernel for one invocation. Rtnetlink and sysctl share one
+/// pair of namespace handles. The firewall enables `route_localnet` on the
 /// host's route device to a container, as the reference portmap plugin does
 /// for SNAT of IPv4 port mappings.
 pub fn open_kernel(container_netns: Option<&Path>) -> Result<Kernel, KernelError> {

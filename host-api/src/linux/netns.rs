@@ -22,8 +22,8 @@ const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
 pub struct NetnsHandles {
     /// The namespace of the thread that opened the handles.
     pub host: OwnedFd,
-    /// The container namespace; `None` when no path was given or the path did
-    /// not exist, as for a DEL after the container runtime removed it.
+    /// The container namespace. It is `None` when no path was given or the
+    /// path did not exist, as for a DEL after the container runtime removed it.
     pub container: Option<OwnedFd>,
     /// The path the container namespace was requested from, for messages.
     pub container_path: Option<PathBuf>,
@@ -32,7 +32,7 @@ pub struct NetnsHandles {
 impl NetnsHandles {
     /// Opens the calling thread's namespace as the host and, if given, the
     /// container namespace at `container_netns`. A path that does not exist
-    /// leaves the container absent; any other failure to open it is an error.
+    /// leaves the container absent, and any other failure to open it is an error.
     pub fn open(container_netns: Option<&Path>) -> Result<Self, KernelError> {
         let host = open_namespace(Path::new(THREAD_NETNS)).map_err(|err| {
             KernelError::new(
@@ -82,7 +82,7 @@ impl NetnsHandles {
         }
     }
 
-    /// The error for an operation on an absent container namespace.
+    /// Builds the `NotFound` error for an operation on an absent container namespace.
     pub fn container_missing(&self, operation: &str) -> KernelError {
         let reason = match &self.container_path {
             Some(path) => format!("network namespace {} not found", path.display()),

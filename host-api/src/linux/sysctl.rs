@@ -72,9 +72,9 @@ fn io_kind(err: &io::Error) -> KernelErrorKind {
 
 /// Maps a key to its file under `/proc/sys`. A key with a slash is taken as
 /// is, because interface names in keys may contain dots
-/// (`net/ipv4/conf/eth0.100/forwarding`); a key without one is in dot form
-/// (`net.ipv4.ip_forward`). Only keys under `net/` are accepted, with no
-/// empty, `.` or `..` component.
+/// (`net/ipv4/conf/eth0.100/forwarding`). A key without one is in dot form
+/// (`net.ipv4.ip_forward`). Only keys under `net/` are accepted, and none
+/// with an empty, `.` or `..` component.
 pub(crate) fn sysctl_path(key: &str) -> Result<PathBuf, String> {
     let slash_form = match key.contains('/') {
         true => key.to_string(),

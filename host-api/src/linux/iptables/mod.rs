@@ -28,14 +28,14 @@ const DEFAULT_LOCK_PATH: &str = "/run/cniwasm/iptables.lock";
 /// that DNAT of traffic to 127.0.0.1 reaches it. The reference portmap
 /// plugin does this for IPv4 port mappings with SNAT.
 pub struct LocalnetRouting {
-    /// Looks up the route device; shared with the host API's netlink.
+    /// The netlink that looks up the route device, shared with the host API.
     pub netlink: Arc<Mutex<dyn Netlink + Send>>,
     pub sysctl: Box<dyn Sysctl + Send>,
 }
 
 pub struct FirewallOptions {
     /// File that serializes the save-and-restore of concurrent cniwasm
-    /// processes with an exclusive flock; its directory is created.
+    /// processes with an exclusive flock. Its directory is created if missing.
     pub lock_path: PathBuf,
     /// `None` leaves `route_localnet` alone, and then port mappings on
     /// 127.0.0.1 do not reach the container.
@@ -164,7 +164,7 @@ fn restore(family: Family, operation: &str, script: &RestoreScript) -> Result<()
         .spawn()
         .map_err(|err| command_error(operation, format!("run {command}: {err}")))?;
 
-    // Dropping stdin after the write closes it, so the child sees the end.
+    // Dropping stdin after the write closes the pipe, so the child reads EOF.
     let written = match child.stdin.take() {
         Some(mut stdin) => stdin.write_all(text.as_bytes()),
         None => Ok(()),

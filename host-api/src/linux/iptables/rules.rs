@@ -71,7 +71,7 @@ impl Rule {
         }
     }
 
-    /// The rule as an `iptables-save` line.
+    /// Formats the rule as an `iptables-save` line.
     pub(crate) fn saved_line(&self) -> String {
         format!("-A {} {}", self.chain, self.spec)
     }
@@ -82,7 +82,7 @@ impl Rule {
     }
 }
 
-/// Where a rule of a shared chain goes when it is missing.
+/// The position a missing rule of a shared chain is added at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Position {
     Append,
@@ -161,9 +161,9 @@ pub(crate) fn port_map_rules(owner: &Owner, spec: &PortMapSpec) -> Result<PortMa
     })
 }
 
-/// The rules in the owner's chain for one mapping: with SNAT, marks for
-/// hairpin traffic from the container subnet and (IPv4 only, since IPv6 does
-/// not route `::1`) for traffic from localhost, then the DNAT itself.
+/// Generates the rules in the owner's chain for one mapping. With SNAT they
+/// mark hairpin traffic from the container subnet and, for IPv4 only because
+/// IPv6 does not route `::1`, traffic from localhost. The DNAT rule comes last.
 fn mapping_rules(
     chain: &str,
     spec: &PortMapSpec,
@@ -205,7 +205,7 @@ fn mapping_rules(
     rules
 }
 
-/// The shared chains and their rules: local-destination jumps into
+/// Generates the shared chains and their rules: local-destination jumps into
 /// `CNI-HOSTPORT-DNAT` and, with SNAT, the mark and masquerade chains.
 fn shared_port_map_rules(spec: &PortMapSpec) -> (Vec<&'static str>, Vec<(Rule, Position)>) {
     let local_jump = format!("-m addrtype --dst-type LOCAL -j {HOSTPORT_DNAT}");
@@ -253,9 +253,9 @@ fn shared_port_map_rules(spec: &PortMapSpec) -> (Vec<&'static str>, Vec<(Rule, P
     (chains, rules)
 }
 
-/// Generates the masquerade rules of `owner` for `address`: in the owner's
-/// chain, accept traffic to the own subnet and masquerade all else except
-/// multicast; in POSTROUTING, send traffic from the address to that chain.
+/// Generates the masquerade rules of `owner` for `address`. The owner's chain
+/// accepts traffic to the own subnet and masquerades all else except
+/// multicast, and a POSTROUTING rule sends traffic from the address there.
 pub(crate) fn masquerade_rules(owner: &Owner, address: IpNet) -> Vec<Rule> {
     let family = Family::of(address.addr());
     let chain = owner.masquerade_chain();
@@ -294,8 +294,8 @@ fn host_prefix(ip: IpAddr) -> String {
 }
 
 /// Quotes a comment as iptables-save prints one that contains spaces.
-// NOTE: iptables-save prints a comment without spaces or quotes bare; every
-// comment generated here contains spaces, so it always quotes.
+// NOTE: iptables-save prints a comment without spaces or quotes bare. Every
+// comment generated here contains spaces, so this always quotes.
 fn quote(text: &str) -> String {
     let escaped = text.replace('\\', "\\\\").replace('"', "\\\"");
     format!("\"{escaped}\"")

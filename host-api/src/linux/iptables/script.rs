@@ -45,7 +45,7 @@ impl SavedTable {
         self.rules.contains(rule)
     }
 
-    /// The rules of `chain` that jump to `target`, once per occurrence.
+    /// Returns the rules of `chain` that jump to `target`, once per occurrence.
     fn jumps(&self, chain: &str, target: &str) -> Vec<&Rule> {
         let jumps = self.rules.iter().filter(|rule| rule.chain == chain);
         jumps.filter(|rule| rule.jumps_to(target)).collect()
@@ -53,7 +53,7 @@ impl SavedTable {
 }
 
 /// An `iptables-restore --noflush` script for the nat table. Chain
-/// declarations come first; with `--noflush`, declaring an existing chain
+/// declarations come first. With `--noflush`, declaring an existing chain
 /// flushes it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct RestoreScript {
@@ -131,7 +131,7 @@ pub(crate) fn add_port_mappings_script(state: &SavedTable, rules: &PortMapRules)
     script
 }
 
-/// Deletes the owner's entry rules and chain; the shared chains stay.
+/// Deletes the owner's entry rules and chain but keeps the shared chains.
 pub(crate) fn remove_port_mappings_script(state: &SavedTable, dnat_chain: &str) -> RestoreScript {
     let mut script = RestoreScript::default();
     for entry in state.jumps(HOSTPORT_DNAT, dnat_chain) {

@@ -10,7 +10,7 @@ use std::os::fd::RawFd;
 use super::{Connection, errno};
 use crate::kernel::{BridgeSpec, KernelError, KernelErrorKind, LinkInfo, LinkSettings, VethSpec};
 
-/// Looks a link up by name; `None` when the namespace has no such link.
+/// Looks a link up by name, returning `None` when the namespace has no such link.
 pub(super) async fn find_link(
     conn: &Connection,
     name: &str,
@@ -126,7 +126,7 @@ pub(super) fn veth_request(spec: &VethSpec, container_netns: RawFd) -> Result<Li
 }
 
 /// Builds the RTM_SETLINK request for every setting except hairpin, which
-/// is a bridge port option; `None` when there is nothing to change.
+/// is a bridge port option. Returns `None` when there is nothing to change.
 pub(super) fn settings_request(
     index: u32,
     settings: &LinkSettings,
@@ -161,7 +161,7 @@ pub(super) fn settings_request(
 
 /// Builds the request that sets IFLA_BRPORT_MODE (hairpin) on a bridge port.
 /// It travels as bridge port data in IFLA_LINKINFO, as `ip link set DEV type
-/// bridge_slave hairpin on` sends it; the kernel applies it through the
+/// bridge_slave hairpin on` sends it. The kernel applies it through the
 /// bridge's slave_changelink, so the link must already be a bridge port.
 pub(super) fn hairpin_request(index: u32, hairpin: bool) -> LinkMessage {
     LinkBridgePort::new(index).hairpin(hairpin).build()
@@ -181,7 +181,7 @@ fn master_index(message: &LinkMessage) -> Option<u32> {
     })
 }
 
-/// Maps an RTM_NEWLINK message; `master` is the name of IFLA_MASTER's link.
+/// Maps an RTM_NEWLINK message, with `master` as the name of IFLA_MASTER's link.
 pub(super) fn to_link_info(message: &LinkMessage, master: Option<String>) -> LinkInfo {
     let mut info = LinkInfo {
         name: String::new(),

@@ -41,7 +41,7 @@ impl Connection {
     }
 }
 
-/// The positive errno of a netlink error reply, if the error is one.
+/// Returns the positive errno of a netlink error reply, if the error is one.
 fn errno(err: &rtnetlink::Error) -> Option<i32> {
     match err {
         rtnetlink::Error::NetlinkError(message) => Some(message.raw_code().abs()),
@@ -50,7 +50,7 @@ fn errno(err: &rtnetlink::Error) -> Option<i32> {
 }
 
 /// Links, addresses and routes in the host and container namespaces. The
-/// methods are synchronous; each runs its requests to completion on a
+/// methods are synchronous: each runs its requests to completion on a
 /// current-thread tokio runtime that the struct owns.
 pub struct LinuxNetlink {
     runtime: Runtime,
@@ -131,7 +131,7 @@ fn connect(
         |err: std::io::Error| KernelError::new(KernelErrorKind::Failed, ns, operation, err);
 
     // The socket registers with the runtime's reactor, so it needs the
-    // runtime as context; it joins the namespace the thread is in right now.
+    // runtime as context. It joins the namespace the thread is in right now.
     let _context = runtime.enter();
     let (connection, handle, _) = with_namespace(fd, rtnetlink::new_connection)
         .map_err(failed)?

@@ -101,8 +101,8 @@ pub(super) fn delete_route_message(
     Ok(message)
 }
 
-/// Dumps the main-table unicast routes of both families, with device names;
-/// `device_index` keeps only the routes out of that link.
+/// Dumps the main-table unicast routes of both families, with device names.
+/// With `device_index`, only the routes out of that link are kept.
 pub(super) async fn dump_routes(
     conn: &Connection,
     device_index: Option<u32>,
@@ -166,7 +166,7 @@ pub(super) fn output_index(message: &RouteMessage) -> Option<u32> {
     })
 }
 
-/// Maps an RTM_NEWROUTE message; a message without RTA_DST is the default
+/// Maps an RTM_NEWROUTE message. A message without RTA_DST is the default
 /// route of its family.
 pub(super) fn to_route_spec(
     message: &RouteMessage,
@@ -206,8 +206,8 @@ fn ip_of(address: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
-/// Tells whether an existing route matches a requested one; fields the request
-/// leaves open (device, metric) match anything.
+/// Tells whether an existing route matches a requested one. Fields the
+/// request leaves open (device, metric) match anything.
 pub(super) fn route_matches(existing: &RouteSpec, requested: &RouteSpec) -> bool {
     existing.dst == requested.dst
         && existing.gateway == requested.gateway
@@ -222,7 +222,7 @@ pub(super) fn route_get_message(destination: IpAddr) -> RouteMessage {
         .destination_prefix(destination, prefix_len)
         .expect("a host prefix length always fits its family")
         .build();
-    // A lookup names no table; the kernel then applies the policy rules.
+    // A lookup names no table, so the kernel applies the policy rules.
     message.header.table = RouteHeader::RT_TABLE_UNSPEC;
     message
 }
