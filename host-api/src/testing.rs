@@ -678,7 +678,14 @@ impl Netlink for RecordingKernel {
             let operation = format!("delete route {}", route.dst);
             model.check_namespace(ns, &operation)?;
             let routes = model.routes.entry(ns).or_default();
-            match routes.iter().position(|existing| existing == route) {
+            // Unset fields match any route, as in the kernel's RTM_DELROUTE.
+            let matches = |existing: &RouteSpec| {
+                existing.dst == route.dst
+                    && (route.gateway.is_none() || existing.gateway == route.gateway)
+                    && (route.device.is_none() || existing.device == route.device)
+                    && (route.metric.is_none() || existing.metric == route.metric)
+            };
+            match routes.iter().position(matches) {
                 Some(position) => {
                     routes.remove(position);
                     Ok(())

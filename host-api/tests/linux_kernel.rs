@@ -384,6 +384,29 @@ fn container_addresses_and_routes() {
             .unwrap_err();
         assert_eq!(err.kind, KernelErrorKind::NotFound, "{err}");
 
+        let with_metric = RouteSpec {
+            dst: "10.1.0.0/16".parse().unwrap(),
+            metric: Some(100),
+            ..default_route.clone()
+        };
+        netlink
+            .add_route(Namespace::Container, &with_metric)
+            .unwrap();
+        let by_destination = RouteSpec {
+            dst: with_metric.dst,
+            gateway: None,
+            device: None,
+            metric: None,
+        };
+        netlink
+            .delete_route(Namespace::Container, &by_destination)
+            .unwrap();
+        let routes = netlink.list_routes(Namespace::Container, "eth0").unwrap();
+        assert!(
+            !routes.iter().any(|route| route.dst == with_metric.dst),
+            "{routes:?}"
+        );
+
         netlink
             .delete_address(Namespace::Container, "eth0", address)
             .unwrap();

@@ -121,11 +121,14 @@ pub trait Netlink {
         address: IpNet,
     ) -> Result<(), KernelError>;
 
+    /// Lists every address of `link`, including IPv6 link-local ones.
     fn list_addresses(&mut self, ns: Namespace, link: &str) -> Result<Vec<IpNet>, KernelError>;
 
     /// Adds a route to the main table; an identical existing route is not an error.
     fn add_route(&mut self, ns: Namespace, route: &RouteSpec) -> Result<(), KernelError>;
 
+    /// Deletes the first main-table route that matches, where an unset
+    /// gateway, device or metric matches any. No match fails with `NotFound`.
     fn delete_route(&mut self, ns: Namespace, route: &RouteSpec) -> Result<(), KernelError>;
 
     /// Lists main-table routes whose output device is `link`.
