@@ -130,7 +130,7 @@ fn seed_add_result_and_kernel_state() {
         http_get(&scenario.host, "http://127.0.0.1:9090/").as_deref(),
         Some("seed says hello")
     );
-    let ping = container.exec(&["ping", "-c", "1", "-W", "2", "10.244.10.1"]);
+    let ping = container.exec(&["busybox", "ping", "-c", "1", "-W", "2", "10.244.10.1"]);
     assert!(
         ping.status.success(),
         "the container cannot reach its gateway"
@@ -240,7 +240,7 @@ fn three_containers_get_consecutive_addresses() {
 
     // They reach each other over the bridge.
     for (from, to) in [(0, "10.244.10.3"), (1, "10.244.10.4"), (2, "10.244.10.2")] {
-        let ping = containers[from].exec(&["ping", "-c", "1", "-W", "2", to]);
+        let ping = containers[from].exec(&["busybox", "ping", "-c", "1", "-W", "2", to]);
         assert!(ping.status.success(), "container {from} cannot reach {to}");
     }
 
