@@ -251,3 +251,56 @@ fn three_containers_get_consecutive_addresses() {
     }
     assert!(scenario.reservations("mynet").is_empty());
 }
+
+#[test]
+fn check_passes_after_add_and_fails_after_damage() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    let conflist = std::fs::read_to_string(repo_root().join("examples/mynet.conflist")).unwrap();
+    scenario.write_config(
+        "10-mynet.conflist",
+        &conflist.replace("\"0.3.0\"", "\"0.4.0\""),
+    );
+    let container = Netns::create("cwc");
+    let netns = container.path().to_str().unwrap().to_string();
+    let env = [("CAP_ARGS", CAP_ARGS)];
+
+    scenario
+        .cniwasm(&["add", "mynet", &netns], &env)
+        .assert_success();
+    scenario
+        .cniwasm(&["check", "mynet", &netns], &env)
+        .assert_success();
+
+    // Removing the container's address makes CHECK fail.
+    container.exec_ok(&["ip", "addr", "del", "10.244.10.2/24", "dev", "eth0"]);
+    let output = scenario.cniwasm(&["check", "mynet", &netns], &env);
+    assert!(
+        !output.status.success(),
+        "CHECK passed without the address: {}",
+        output.stdout
+    );
+    assert!(
+        output.json()["msg"].as_str().unwrap().contains("bridge"),
+        "{}",
+        output.stdout
+    );
+
+    scenario
+        .cniwasm(&["del", "mynet", &netns], &env)
+        .assert_success();
+}
+
+#[test]
+fn check_rejected_for_0_3_0() {
+    if !require_root() {
+        return;
+    }
+    let scenario = seed_scenario();
+    let container = Netns::create("cwc");
+    let output = scenario.cniwasm(&["check", "mynet", container.path().to_str().unwrap()], &[]);
+    assert!(!output.status.success());
+    assert_eq!(output.json()["code"], json!(1));
+}
