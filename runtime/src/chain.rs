@@ -307,7 +307,7 @@ impl Runtime {
             command: command_name(command),
             index,
             plugin_type: plugin_type.clone(),
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -406,41 +406,36 @@ fn parse_plugin_result(
     index: usize,
     output: Option<String>,
 ) -> Result<Value, Error> {
-    let plugin_type = &run.list.plugins[index].plugin_type;
-    let invalid = |reason: String| Error::Plugin {
-        command: "add",
-        index,
-        plugin_type: plugin_type.clone(),
-        source: sandbox::PluginError::Cni {
-            plugin: plugin_type.clone(),
-            error: cniwasm_types::CniError::new(sandbox::codes::PLUGIN_INVALID_OUTPUT, reason),
-        },
-    };
-
     let text = output.unwrap_or_default();
     let value: Value = serde_json::from_str(&text)
-        .map_err(|error| invalid(format!("invalid result JSON: {error}")))?;
+        .map_err(|error| invalid_output(run, index, format!("invalid result JSON: {error}")))?;
     if !value.is_object() {
-        return Err(invalid("invalid result JSON: expected an object".into()));
+        return Err(invalid_output(
+            run,
+            index,
+            "invalid result JSON: expected an object".into(),
+        ));
     }
-    result_from_json(&value, &run.list.cni_version).map_err(|error| invalid(error.to_string()))?;
+    result_from_json(&value, &run.list.cni_version)
+        .map_err(|error| invalid_output(run, index, error.to_string()))?;
     Ok(value)
 }
 
 fn result_error(run: &ChainRun<'_>, error: cniwasm_types::ResultError) -> Error {
-    let last = run.list.plugins.len() - 1;
-    let plugin_type = run.list.plugins[last].plugin_type.clone();
+    invalid_output(run, run.list.plugins.len() - 1, error.to_string())
+}
+
+/// The error for an ADD result of plugin `index` that cannot be used.
+fn invalid_output(run: &ChainRun<'_>, index: usize, reason: String) -> Error {
+    let plugin_type = run.list.plugins[index].plugin_type.clone();
     Error::Plugin {
         command: "add",
-        index: last,
+        index,
         plugin_type: plugin_type.clone(),
-        source: sandbox::PluginError::Cni {
+        source: Box::new(sandbox::PluginError::Cni {
             plugin: plugin_type,
-            error: cniwasm_types::CniError::new(
-                sandbox::codes::PLUGIN_INVALID_OUTPUT,
-                error.to_string(),
-            ),
-        },
+            error: cniwasm_types::CniError::new(sandbox::codes::PLUGIN_INVALID_OUTPUT, reason),
+        }),
     }
 }
 

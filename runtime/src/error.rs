@@ -39,7 +39,7 @@ pub enum Error {
         command: &'static str,
         index: usize,
         plugin_type: String,
-        source: PluginError,
+        source: Box<PluginError>,
     },
 
     #[error("{}", join_messages(errors))]
