@@ -21,7 +21,10 @@ impl link::Host for HostContext {
         let target = spec.name.clone();
         let created_links = self.created_links.clone();
         self.dispatch("link.ensure-bridge", &target, |kernel, _| {
-            let existed = kernel.netlink.get_link(Namespace::Host, &spec.name)?.is_some();
+            let existed = kernel
+                .netlink
+                .get_link(Namespace::Host, &spec.name)?
+                .is_some();
             let spec = kernel::BridgeSpec {
                 name: spec.name,
                 mtu: spec.mtu,
@@ -30,7 +33,10 @@ impl link::Host for HostContext {
             };
             let info = kernel.netlink.ensure_bridge(&spec)?;
             if !existed {
-                created_links.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(spec.name);
+                created_links
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push(spec.name);
             }
             Ok(info.into())
         })
