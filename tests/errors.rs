@@ -132,7 +132,7 @@ fn unknown_plugin_type() {
 
     let output = add(&scenario, &container, &[]);
 
-    assert_cni_error(&output, 104, "\"nosuchplugin\"");
+    assert_cni_error(&output, 105, "\"nosuchplugin\"");
     assert_nothing_left(&scenario, &container, &before);
 }
 

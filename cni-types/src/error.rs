@@ -16,6 +16,21 @@ pub mod codes {
     /// A plugin failed in a way it did not classify (the reference `skel`
     /// wraps plain Go errors with this code).
     pub const INTERNAL: u32 = 999;
+
+    /// Codes cniwasm assigns, in the plugin-specific range.
+    pub mod cniwasm {
+        /// The host rejected a plugin's request (policy or ownership).
+        pub const HOST_DENIED: u32 = 100;
+        /// The plugin trapped: a panic, an out-of-bounds access, a failed
+        /// memory growth.
+        pub const PLUGIN_TRAPPED: u32 = 101;
+        pub const PLUGIN_DEADLINE_EXCEEDED: u32 = 102;
+        /// The plugin's result is not a valid CNI result.
+        pub const PLUGIN_INVALID_OUTPUT: u32 = 103;
+        pub const PLUGIN_LOAD_FAILED: u32 = 104;
+        /// No `<type>.wasm` on the plugin path.
+        pub const PLUGIN_NOT_FOUND: u32 = 105;
+    }
 }
 
 /// The CNI error object. `cniVersion` is filled in when printed for a

@@ -17,15 +17,7 @@ use crate::engine::{EPOCH_TICK, LoadedPlugin, PluginEngine};
 /// Where an IPAM plugin finds its state directory.
 pub const STATE_DIR_GUEST_PATH: &str = "/state";
 
-/// The first cniwasm-specific CNI error code. Codes below 100 belong to the
-/// CNI specification.
-pub mod codes {
-    pub const PLUGIN_TRAPPED: u32 = 100;
-    pub const PLUGIN_DEADLINE_EXCEEDED: u32 = 101;
-    pub const PLUGIN_INVALID_OUTPUT: u32 = 102;
-    pub const PLUGIN_LOAD_FAILED: u32 = 103;
-    pub const PLUGIN_NOT_FOUND: u32 = 104;
-}
+pub use cniwasm_types::codes::cniwasm as codes;
 
 /// Store data of one plugin call.
 pub struct PluginState {

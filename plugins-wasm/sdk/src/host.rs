@@ -6,11 +6,9 @@ use crate::bindings::cniwasm::host::ipam;
 use crate::bindings::cniwasm::host::types::{CniError as WitCniError, HostError};
 use crate::config::PluginConfig;
 
-/// Plugin-specific error codes (100 and above) that the SDK assigns.
-pub mod plugin_codes {
-    /// The node's policy or an ownership rule rejected a host call.
-    pub const HOST_DENIED: u32 = 100;
-}
+/// Plugin-specific error codes (100 and above) that cniwasm and the SDK
+/// assign; `HOST_DENIED` is the one plugins return.
+pub use cniwasm_types::codes::cniwasm as plugin_codes;
 
 /// Formats a host error as `<kind>: <message>`, such as
 /// `not found: link "eth0"`.
