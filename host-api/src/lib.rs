@@ -4,5 +4,6 @@
 pub mod kernel;
 pub mod linux;
 pub mod plugin_host;
+pub mod policy;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -1,0 +1,364 @@
+//! The rule sections of a plugin's policy and how each request is matched.
+
+use std::net::IpAddr;
+
+use glob::Pattern;
+use ipnet::IpNet;
+
+use super::{
+    Decision, Mode, PluginPolicy, PolicyError, PortRange, RawLinkRules, RawMasqueradeRules,
+    RawPortRules, RawSubnetRules, RawSysctlRules, Request, Side, field_error,
+};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkRules {
+    pub mode: Mode,
+    /// Name patterns for links in the container namespace.
+    pub container_names: Vec<Pattern>,
+    /// Name patterns for bridges the plugin may create or attach to.
+    pub bridges: Vec<Pattern>,
+    /// Inclusive MTU range in bytes.
+    pub mtu: Option<(u32, u32)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubnetRules {
+    pub mode: Mode,
+    pub container: Vec<IpNet>,
+    pub host: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SysctlRules {
+    pub mode: Mode,
+    /// Key patterns in slash form, such as `net/ipv4/conf/*/arp_notify`.
+    pub container: Vec<Pattern>,
+    pub host: Vec<Pattern>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortRules {
+    pub mode: Mode,
+    pub host_ports: Vec<PortRange>,
+    /// Host addresses a mapping may match; `0.0.0.0` or `::` allows mappings
+    /// on every local address.
+    pub host_ips: Vec<IpAddr>,
+    pub protocols: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MasqueradeRules {
+    pub mode: Mode,
+    pub sources: Vec<IpNet>,
+}
+
+fn patterns(
+    values: Vec<String>,
+    field: &str,
+    normalize: fn(&str) -> String,
+) -> Result<Vec<Pattern>, PolicyError> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(index, value)| {
+            Pattern::new(&normalize(value)).map_err(|error| {
+                field_error(
+                    &format!("{field}[{index}]"),
+                    format!("invalid pattern {value:?}: {error}"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn subnets(values: Vec<String>, field: &str) -> Result<Vec<IpNet>, PolicyError> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(index, value)| {
+            value.parse::<IpNet>().map_err(|_| {
+                field_error(
+                    &format!("{field}[{index}]"),
+                    format!("invalid subnet {value:?}: expected CIDR such as 10.244.0.0/16"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Converts a dot-form sysctl key to slash form; slash-form keys pass unchanged.
+pub(crate) fn sysctl_slash_form(key: &str) -> String {
+    if key.contains('/') {
+        key.to_string()
+    } else {
+        key.replace('.', "/")
+    }
+}
+
+impl LinkRules {
+    pub(super) fn validate(
+        raw: RawLinkRules,
+        mode: Mode,
+        field: &str,
+    ) -> Result<Self, PolicyError> {
+        let mtu = match raw.mtu {
+            Some(range) if range.min > range.max => {
+                return Err(field_error(&format!("{field}.mtu"), "min is above max"));
+            }
+            Some(range) => Some((range.min, range.max)),
+            None => None,
+        };
+        Ok(Self {
+            mode: raw.mode.unwrap_or(mode),
+            container_names: patterns(
+                raw.container_names,
+                &format!("{field}.containerNames"),
+                str::to_string,
+            )?,
+            bridges: patterns(raw.bridges, &format!("{field}.bridges"), str::to_string)?,
+            mtu,
+        })
+    }
+
+    fn check_mtu(&self, mtu: Option<u32>) -> Option<Decision> {
+        let (min, max) = self.mtu?;
+        let mtu = mtu?;
+        (!(min..=max).contains(&mtu)).then(|| {
+            Decision::violation(
+                self.mode,
+                "links.mtu",
+                format!("MTU {mtu} is outside the allowed range {min}-{max}"),
+            )
+        })
+    }
+
+    fn check_name(&self, patterns: &[Pattern], rule: &str, name: &str) -> Option<Decision> {
+        (!patterns.iter().any(|pattern| pattern.matches(name))).then(|| {
+            Decision::violation(
+                self.mode,
+                rule,
+                format!("link name {name:?} matches no allowed pattern"),
+            )
+        })
+    }
+}
+
+impl SubnetRules {
+    pub(super) fn validate(
+        raw: RawSubnetRules,
+        mode: Mode,
+        field: &str,
+    ) -> Result<Self, PolicyError> {
+        Ok(Self {
+            mode: raw.mode.unwrap_or(mode),
+            container: subnets(raw.container, &format!("{field}.container"))?,
+            host: subnets(raw.host, &format!("{field}.host"))?,
+        })
+    }
+
+    fn check(&self, section: &str, side: Side, network: IpNet) -> Option<Decision> {
+        let (allowed, side_name) = match side {
+            Side::Container => (&self.container, "container"),
+            Side::Host => (&self.host, "host"),
+        };
+        (!allowed.iter().any(|subnet| subnet.contains(&network))).then(|| {
+            Decision::violation(
+                self.mode,
+                &format!("{section}.{side_name}"),
+                format!("{network} is outside the allowed {side_name} subnets"),
+            )
+        })
+    }
+}
+
+impl SysctlRules {
+    pub(super) fn validate(
+        raw: RawSysctlRules,
+        mode: Mode,
+        field: &str,
+    ) -> Result<Self, PolicyError> {
+        Ok(Self {
+            mode: raw.mode.unwrap_or(mode),
+            container: patterns(
+                raw.container,
+                &format!("{field}.container"),
+                sysctl_slash_form,
+            )?,
+            host: patterns(raw.host, &format!("{field}.host"), sysctl_slash_form)?,
+        })
+    }
+}
+
+impl PortRules {
+    pub(super) fn validate(
+        raw: RawPortRules,
+        mode: Mode,
+        field: &str,
+    ) -> Result<Self, PolicyError> {
+        let host_ports = raw
+            .host_ports
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                PortRange::parse(text)
+                    .map_err(|reason| field_error(&format!("{field}.hostPorts[{index}]"), reason))
+            })
+            .collect::<Result<_, _>>()?;
+        let host_ips = raw
+            .host_ips
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                text.parse::<IpAddr>().map_err(|_| {
+                    field_error(
+                        &format!("{field}.hostIPs[{index}]"),
+                        format!("invalid IP address {text:?}"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        for (index, protocol) in raw.protocols.iter().enumerate() {
+            if !["tcp", "udp", "sctp"].contains(&protocol.as_str()) {
+                return Err(field_error(
+                    &format!("{field}.protocols[{index}]"),
+                    format!("{protocol:?} is not tcp, udp or sctp"),
+                ));
+            }
+        }
+        Ok(Self {
+            mode: raw.mode.unwrap_or(mode),
+            host_ports,
+            host_ips,
+            protocols: raw.protocols,
+        })
+    }
+
+    fn check(&self, host_port: u16, host_ip: Option<IpAddr>, protocol: &str) -> Option<Decision> {
+        if !self
+            .host_ports
+            .iter()
+            .any(|range| range.contains(host_port))
+        {
+            let reason = format!("host port {host_port} is outside the allowed host ports");
+            return Some(Decision::violation(
+                self.mode,
+                "portMappings.hostPorts",
+                reason,
+            ));
+        }
+        let ip_allowed = match host_ip {
+            Some(ip) => self.host_ips.contains(&ip),
+            None => self.host_ips.iter().any(IpAddr::is_unspecified),
+        };
+        if !ip_allowed {
+            let shown = host_ip.map_or("any local address".to_string(), |ip| ip.to_string());
+            return Some(Decision::violation(
+                self.mode,
+                "portMappings.hostIPs",
+                format!("host IP {shown} is not allowed"),
+            ));
+        }
+        (!self.protocols.iter().any(|allowed| allowed == protocol)).then(|| {
+            Decision::violation(
+                self.mode,
+                "portMappings.protocols",
+                format!("protocol {protocol} is not allowed"),
+            )
+        })
+    }
+}
+
+impl MasqueradeRules {
+    pub(super) fn validate(
+        raw: RawMasqueradeRules,
+        mode: Mode,
+        field: &str,
+    ) -> Result<Self, PolicyError> {
+        Ok(Self {
+            mode: raw.mode.unwrap_or(mode),
+            sources: subnets(raw.sources, &format!("{field}.sources"))?,
+        })
+    }
+}
+
+/// Matches a request against the section it belongs to; an absent section
+/// allows it.
+pub(super) fn check(policy: &PluginPolicy, request: &Request<'_>) -> Decision {
+    let violation = match request {
+        Request::EnsureBridge { name, mtu } => policy.links.as_ref().and_then(|rules| {
+            rules
+                .check_name(&rules.bridges, "links.bridges", name)
+                .or_else(|| rules.check_mtu(*mtu))
+        }),
+        Request::CreateVeth {
+            container_name,
+            mtu,
+        } => policy.links.as_ref().and_then(|rules| {
+            rules
+                .check_name(
+                    &rules.container_names,
+                    "links.containerNames",
+                    container_name,
+                )
+                .or_else(|| rules.check_mtu(*mtu))
+        }),
+        Request::ConfigureLink { side, name, mtu } => policy.links.as_ref().and_then(|rules| {
+            let name_violation = (*side == Side::Container)
+                .then(|| rules.check_name(&rules.container_names, "links.containerNames", name))
+                .flatten();
+            name_violation.or_else(|| rules.check_mtu(*mtu))
+        }),
+        Request::DeleteLink {
+            side: Side::Container,
+            name,
+        } => policy.links.as_ref().and_then(|rules| {
+            rules.check_name(&rules.container_names, "links.containerNames", name)
+        }),
+        Request::Address { side, address, .. } => policy
+            .addresses
+            .as_ref()
+            .and_then(|rules| rules.check("addresses", *side, *address)),
+        Request::Route { side, dst } => policy
+            .routes
+            .as_ref()
+            .and_then(|rules| rules.check("routes", *side, *dst)),
+        Request::Sysctl {
+            side,
+            key,
+            write: true,
+        } => policy.sysctls.as_ref().and_then(|rules| {
+            let (allowed, side_name) = match side {
+                Side::Container => (&rules.container, "container"),
+                Side::Host => (&rules.host, "host"),
+            };
+            (!allowed.iter().any(|pattern| pattern.matches(key))).then(|| {
+                Decision::violation(
+                    rules.mode,
+                    &format!("sysctls.{side_name}"),
+                    format!("sysctl {key} is not allowed"),
+                )
+            })
+        }),
+        Request::PortMapping {
+            host_port,
+            host_ip,
+            protocol,
+        } => policy
+            .port_mappings
+            .as_ref()
+            .and_then(|rules| rules.check(*host_port, *host_ip, protocol)),
+        Request::Masquerade {
+            source: Some(source),
+        } => policy.masquerade.as_ref().and_then(|rules| {
+            (!rules.sources.iter().any(|subnet| subnet.contains(source))).then(|| {
+                Decision::violation(
+                    rules.mode,
+                    "masquerade.sources",
+                    format!("source {source} is outside the allowed subnets"),
+                )
+            })
+        }),
+        _ => None,
+    };
+    violation.unwrap_or_else(|| Decision::allow(request.interface()))
+}
