@@ -3,6 +3,11 @@
 # profile) and copies each one to out/<CNI type>.wasm. Cargo names the
 # host-local artifact host_local.wasm, so the copy also restores the type name
 # next to the cargo output.
+#
+# The test-only plugins under misbehaving/ go to out-test/<name>.wasm, never
+# to out/, so a CNI_PATH of out/ cannot pick one up by accident. The example
+# third-party plugin in ../examples/static-route-plugin is a workspace of its
+# own, built by its own script.
 set -euo pipefail
 
 cd "$(dirname "$0")"
@@ -18,3 +23,13 @@ for crate in bridge host_local portmap loopback; do
     fi
 done
 ls -l out/*.wasm
+
+# Package misbehaving-<name> builds misbehaving_<name>.wasm.
+mkdir -p out-test
+for dir in misbehaving/*/; do
+    name=$(basename "$dir")
+    cp "$release/misbehaving_${name//-/_}.wasm" "out-test/$name.wasm"
+done
+ls -l out-test/*.wasm
+
+../examples/static-route-plugin/build.sh
