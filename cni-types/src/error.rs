@@ -30,6 +30,11 @@ pub mod codes {
         pub const PLUGIN_LOAD_FAILED: u32 = 104;
         /// No `<type>.wasm` on the plugin path.
         pub const PLUGIN_NOT_FOUND: u32 = 105;
+        /// The policy rejects the plugin before it runs: a digest mismatch,
+        /// or an import the policy does not grant.
+        pub const PLUGIN_REJECTED: u32 = 106;
+        /// The policy file is invalid.
+        pub const INVALID_POLICY: u32 = 107;
     }
 }
 

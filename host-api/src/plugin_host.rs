@@ -9,7 +9,9 @@ use std::time::Instant;
 use ipnet::IpNet;
 use wasmtime::component::{HasSelf, Linker};
 
+use crate::audit::{AuditContext, AuditLog, HostCallRecord};
 use crate::kernel::{Kernel, KernelError, KernelErrorKind, Namespace, Owner};
+use crate::policy::{Decision, PluginPolicy, Request, Verdict};
 
 wasmtime::component::bindgen!({
     world: "cni-plugin",
@@ -45,8 +47,9 @@ pub trait IpamDelegate: Send + Sync {
     fn run_ipam(&self, command: IpamCommand) -> Result<Option<String>, cniwasm_types::CniError>;
 }
 
-/// Host links created during one chain operation, so that the runtime can
-/// remove them when the operation fails and is rolled back.
+/// Host links created during one chain operation. They are the host links a
+/// plugin may change, and the runtime removes them when a failed ADD is
+/// rolled back.
 pub type CreatedLinks = Arc<Mutex<Vec<String>>>;
 
 /// What the host needs to serve one plugin invocation.
@@ -56,7 +59,10 @@ pub struct HostContext {
     plugin: String,
     delegate: Arc<dyn IpamDelegate>,
     created_links: CreatedLinks,
-    host_calls: u64,
+    policy: Arc<PluginPolicy>,
+    audit: AuditLog,
+    audit_context: AuditContext,
+    counters: CallCounters,
 }
 
 /// Parameters of [`HostContext::new`].
@@ -66,8 +72,28 @@ pub struct HostContextOptions {
     /// The plugin's type, for logs.
     pub plugin: String,
     pub delegate: Arc<dyn IpamDelegate>,
-    /// Where bridges this invocation creates are recorded.
+    /// Where links this chain operation creates are recorded.
     pub created_links: CreatedLinks,
+    /// The plugin's entry of the node's policy.
+    pub policy: Arc<PluginPolicy>,
+    pub audit: AuditLog,
+    pub audit_context: AuditContext,
+}
+
+/// How many host calls a plugin made, and how many the policy rejected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallCounters {
+    pub host_calls: u64,
+    pub denials: u64,
+    pub would_denials: u64,
+}
+
+/// One host request, as the dispatch point records and checks it.
+struct Call<'a> {
+    operation: &'static str,
+    arguments: serde_json::Value,
+    /// What the policy checks; a deny of any of them decides.
+    requests: Vec<Request<'a>>,
 }
 
 impl HostContext {
@@ -78,44 +104,160 @@ impl HostContext {
             plugin: options.plugin,
             delegate: options.delegate,
             created_links: options.created_links,
-            host_calls: 0,
+            policy: options.policy,
+            audit: options.audit,
+            audit_context: options.audit_context,
+            counters: CallCounters::default(),
         }
+    }
+
+    pub fn counters(&self) -> CallCounters {
+        self.counters
     }
 
     /// The number of host calls the plugin made so far.
     pub fn host_calls(&self) -> u64 {
-        self.host_calls
+        self.counters.host_calls
     }
 
-    /// Runs one host operation: the single dispatch point where every call is
-    /// counted and logged before it reaches the kernel.
+    /// Runs one host request through the single dispatch point: count it
+    /// against the limit, apply the ownership rules and then the policy,
+    /// record the decision, and only then reach the kernel.
     fn dispatch<T>(
         &mut self,
-        operation: &str,
-        target: &str,
+        call: Call<'_>,
+        ownership: impl FnOnce(&mut Kernel, &Ownership<'_>) -> Option<Decision>,
         run: impl FnOnce(&mut Kernel, &Owner) -> Result<T, HostError>,
     ) -> wasmtime::Result<Result<T, HostError>> {
-        self.host_calls += 1;
+        self.count_call(&call)?;
         let started = Instant::now();
+        let kernel = self.kernel.clone();
+        let mut kernel = kernel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
 
-        // TODO: check the node's policy here; until then every call within
-        // the ownership rules of the host API itself is allowed.
-        let outcome = {
-            let mut kernel = self
-                .kernel
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            run(&mut kernel, &self.owner)
+        let created = self
+            .created_links
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let rules = Ownership {
+            created: &created,
+            policy: &self.policy,
         };
+        let decision =
+            ownership(&mut kernel, &rules).unwrap_or_else(|| self.check_policy(&call.requests));
 
-        let micros = started.elapsed().as_micros() as u64;
-        match &outcome {
-            Ok(_) => tracing::debug!(plugin = %self.plugin, operation, target, micros, "host call"),
-            Err(error) => {
-                tracing::debug!(plugin = %self.plugin, operation, target, micros, ?error, "host call failed")
+        let outcome = match decision.verdict {
+            Verdict::Deny => {
+                self.counters.denials += 1;
+                Err(HostError::Denied(format!(
+                    "{} (rule {})",
+                    decision.reason, decision.rule
+                )))
+            }
+            Verdict::WouldDeny => {
+                self.counters.would_denials += 1;
+                run(&mut kernel, &self.owner)
+            }
+            Verdict::Allow => run(&mut kernel, &self.owner),
+        };
+        drop(kernel);
+
+        self.record(&call, &decision, &outcome, started);
+        Ok(outcome)
+    }
+
+    /// Returns the strictest decision over `requests`: a deny, else a
+    /// would-deny, else allow.
+    fn check_policy(&self, requests: &[Request<'_>]) -> Decision {
+        let decisions: Vec<Decision> = requests
+            .iter()
+            .map(|request| self.policy.check(request))
+            .collect();
+        for verdict in [Verdict::Deny, Verdict::WouldDeny] {
+            if let Some(decision) = decisions
+                .iter()
+                .find(|decision| decision.verdict == verdict)
+            {
+                return decision.clone();
             }
         }
-        Ok(outcome)
+        decisions
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Decision::allow("none"))
+    }
+
+    /// Counts a host call, and ends the plugin with a trap when it exceeds
+    /// its limit.
+    fn count_call(&mut self, call: &Call<'_>) -> wasmtime::Result<()> {
+        self.counters.host_calls += 1;
+        let limit = self.policy.limits.max_host_calls;
+        if self.counters.host_calls <= limit {
+            return Ok(());
+        }
+
+        let decision = Decision {
+            verdict: Verdict::Deny,
+            rule: "limits.maxHostCalls".into(),
+            reason: format!(
+                "plugin {:?} exceeded its limit of {limit} host calls",
+                self.plugin
+            ),
+        };
+        self.counters.denials += 1;
+        let outcome: Result<(), HostError> = Err(HostError::Denied(decision.reason.clone()));
+        self.record(call, &decision, &outcome, Instant::now());
+        Err(wasmtime::Error::msg(decision.reason))
+    }
+
+    fn record<T>(
+        &self,
+        call: &Call<'_>,
+        decision: &Decision,
+        outcome: &Result<T, HostError>,
+        started: Instant,
+    ) {
+        let duration_us = started.elapsed().as_micros() as u64;
+        let outcome_text = match outcome {
+            Ok(_) => "ok".to_string(),
+            Err(error) => describe_error(error),
+        };
+        tracing::debug!(
+            plugin = %self.plugin,
+            operation = call.operation,
+            arguments = %call.arguments,
+            decision = decision.verdict.as_str(),
+            rule = %decision.rule,
+            outcome = %outcome_text,
+            micros = duration_us,
+            "host call"
+        );
+        if decision.verdict != Verdict::Allow {
+            tracing::warn!(plugin = %self.plugin, operation = call.operation, rule = %decision.rule, reason = %decision.reason, "{}", decision.verdict.as_str());
+        }
+
+        let record = HostCallRecord {
+            operation: call.operation,
+            arguments: call.arguments.clone(),
+            decision: decision.verdict.as_str(),
+            rule: &decision.rule,
+            outcome: outcome_text,
+            duration_us,
+        };
+        self.audit.host_call(&self.audit_context, &record);
+    }
+}
+
+/// Formats a host error as `<kind>: <message>` for logs and audit records.
+pub fn describe_error(error: &HostError) -> String {
+    match error {
+        HostError::Denied(message) => format!("denied: {message}"),
+        HostError::NotFound(message) => format!("not found: {message}"),
+        HostError::AlreadyExists(message) => format!("already exists: {message}"),
+        HostError::Invalid(message) => format!("invalid: {message}"),
+        HostError::Failed(message) => format!("failed: {message}"),
     }
 }
 
@@ -193,3 +335,6 @@ fn random_veth_name() -> Result<String, HostError> {
 
 mod convert;
 mod imports;
+mod ownership;
+
+use ownership::Ownership;

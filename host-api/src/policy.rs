@@ -246,7 +246,9 @@ struct RawPolicy {
 
 mod rules;
 
-pub use rules::{LinkRules, MasqueradeRules, PortRules, SubnetRules, SysctlRules};
+pub use rules::{
+    LinkRules, MasqueradeRules, PortRules, SubnetRules, SysctlRules, sysctl_slash_form,
+};
 
 /// One plugin's entry, validated.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -517,6 +519,8 @@ pub enum Request<'a> {
     Masquerade {
         source: Option<IpNet>,
     },
+    /// Removing the attachment's own port mappings.
+    RemovePortMappings,
     Ipam,
     Log,
 }
@@ -533,7 +537,9 @@ impl Request<'_> {
             Request::Address { .. } | Request::ListAddresses { .. } => "address",
             Request::Route { .. } | Request::ListRoutes { .. } => "route",
             Request::Sysctl { .. } => "sysctl",
-            Request::PortMapping { .. } | Request::Masquerade { .. } => "nat",
+            Request::PortMapping { .. }
+            | Request::Masquerade { .. }
+            | Request::RemovePortMappings => "nat",
             Request::Ipam => "ipam",
             Request::Log => "log",
         }

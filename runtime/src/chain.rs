@@ -11,13 +11,16 @@ use cniwasm_host_api::plugin_host::{
 use cniwasm_types::{codes, result_from_json, result_to_json, version_at_least};
 use serde_json::{Map, Value};
 
+use crate::admission::admit;
 use crate::cache::{self, CacheEntry, CacheKey};
 use crate::config::{NetworkConfigList, PluginConfig, check_name};
 use crate::engine::{LoadedPlugin, PluginEngine};
 use crate::error::Error;
 use crate::ipam::IpamRunner;
 use crate::kernel::KernelFactory;
-use crate::sandbox::{self, Command, Limits, PluginCall};
+use crate::sandbox::{self, Command, PluginCall};
+use cniwasm_host_api::audit::{AuditContext, AuditLog};
+use cniwasm_host_api::policy::Policy;
 
 /// Settings of a [`Runtime`].
 #[derive(Debug, Clone)]
@@ -30,7 +33,8 @@ pub struct RuntimeOptions {
     pub ipam_data_dir: PathBuf,
     /// Directory of compiled plugins; `None` compiles on every run.
     pub compile_cache: Option<PathBuf>,
-    pub limits: Limits,
+    /// The node's plugin policy, with its limits and audit log.
+    pub policy: Arc<Policy>,
 }
 
 /// One attachment of a container to a network: libcni's `RuntimeConf`.
@@ -73,6 +77,9 @@ pub struct Runtime {
     engine: Arc<PluginEngine>,
     options: RuntimeOptions,
     kernels: Arc<dyn KernelFactory>,
+    audit: AuditLog,
+    /// Random id shared by the audit records of this runtime's operations.
+    invocation_id: String,
 }
 
 /// State shared by every plugin call of one chain operation.
@@ -89,11 +96,36 @@ struct ChainRun<'a> {
 impl Runtime {
     pub fn new(options: RuntimeOptions, kernels: Arc<dyn KernelFactory>) -> Result<Self, Error> {
         let engine = PluginEngine::new(options.compile_cache.clone())?;
+        let audit = match &options.policy.audit_log {
+            Some(path) => AuditLog::open(path)?,
+            None => AuditLog::disabled(),
+        };
         Ok(Self {
             engine,
             options,
             kernels,
+            audit,
+            invocation_id: random_id(),
         })
+    }
+
+    /// The audit context of one plugin call, for `plugin` with `digest`.
+    pub(crate) fn audit_context(
+        &self,
+        owner: &Owner,
+        command: Command,
+        plugin: &str,
+        digest: &str,
+    ) -> AuditContext {
+        AuditContext {
+            invocation: self.invocation_id.clone(),
+            network: owner.network.clone(),
+            container_id: owner.container_id.clone(),
+            ifname: owner.ifname.clone(),
+            command: command.as_str().to_string(),
+            plugin: plugin.to_string(),
+            digest: format!("sha256:{digest}"),
+        }
     }
 
     fn locator(&self) -> PluginLocator {
@@ -114,7 +146,7 @@ impl Runtime {
             )
         })?;
         check_netns_exists(netns)?;
-        let run = self.prepare(list, attachment, Some(netns))?;
+        let run = self.prepare(list, attachment, Some(netns), Command::Add)?;
 
         let mut previous: Option<Value> = None;
         for (index, plugin) in list.plugins.iter().enumerate() {
@@ -147,7 +179,7 @@ impl Runtime {
     /// file goes only when every plugin succeeded, so DEL can be retried.
     pub fn del(&self, list: &NetworkConfigList, attachment: &Attachment) -> Result<(), Error> {
         let netns = attachment.netns.as_deref().filter(|path| path.exists());
-        let mut run = self.prepare(list, attachment, netns)?;
+        let mut run = self.prepare(list, attachment, netns, Command::Del)?;
         let key = CacheKey {
             network: &list.name,
             container_id: &attachment.container_id,
@@ -212,7 +244,7 @@ impl Runtime {
             )
         })?;
         check_netns_exists(netns)?;
-        let run = self.prepare(list, attachment, Some(netns))?;
+        let run = self.prepare(list, attachment, Some(netns), Command::Check)?;
 
         let cached = cache::read(&self.options.cache_dir, cache_key(&run))?;
         let previous = cached
@@ -232,13 +264,29 @@ impl Runtime {
         list: &'a NetworkConfigList,
         attachment: &'a Attachment,
         netns: Option<&Path>,
+        command: Command,
     ) -> Result<ChainRun<'a>, Error> {
+        let owner = Owner {
+            network: list.name.clone(),
+            container_id: attachment.container_id.clone(),
+            ifname: attachment.ifname.clone(),
+        };
+
         let locator = self.locator();
-        let plugins = list
-            .plugins
-            .iter()
-            .map(|plugin| locator.load(&self.engine, &plugin.plugin_type))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut plugins = Vec::with_capacity(list.plugins.len());
+        for plugin in &list.plugins {
+            let loaded = locator.load(&self.engine, &plugin.plugin_type)?;
+            let context = self.audit_context(&owner, command, &plugin.plugin_type, &loaded.digest);
+            let policy = self.options.policy.for_plugin(&plugin.plugin_type);
+            admit(
+                &self.engine,
+                &plugin.plugin_type,
+                &loaded,
+                policy,
+                (&self.audit, &context),
+            )?;
+            plugins.push(loaded);
+        }
         let kernel = Arc::new(Mutex::new(self.kernels.open(netns)?));
 
         let invocation = types::Invocation {
@@ -246,11 +294,6 @@ impl Runtime {
             ifname: attachment.ifname.clone(),
             netns: netns.map(|path| path.display().to_string()),
             args: attachment.args.clone(),
-        };
-        let owner = Owner {
-            network: list.name.clone(),
-            container_id: attachment.container_id.clone(),
-            ifname: attachment.ifname.clone(),
         };
         Ok(ChainRun {
             list,
@@ -275,6 +318,10 @@ impl Runtime {
             tracing::info_span!("plugin", index, plugin = %plugin_type, command = command.as_str());
         let _entered = span.enter();
 
+        let plugin = &run.plugins[index];
+        let policy = Arc::new(self.options.policy.for_plugin(plugin_type).clone());
+        let audit_context = self.audit_context(&run.owner, command, plugin_type, &plugin.digest);
+
         let delegate = IpamRunner {
             engine: self.engine.clone(),
             locator: self.locator(),
@@ -283,7 +330,9 @@ impl Runtime {
             invocation: run.invocation.clone(),
             config: config.to_string(),
             default_data_dir: self.options.ipam_data_dir.clone(),
-            limits: self.options.limits.clone(),
+            policy: self.options.policy.clone(),
+            audit: self.audit.clone(),
+            audit_context: audit_context.clone(),
             created_links: run.created_links.clone(),
         };
         let host = HostContext::new(HostContextOptions {
@@ -292,15 +341,20 @@ impl Runtime {
             plugin: plugin_type.clone(),
             delegate: Arc::new(delegate),
             created_links: run.created_links.clone(),
+            policy: policy.clone(),
+            audit: self.audit.clone(),
+            audit_context: audit_context.clone(),
         });
         let call = PluginCall {
-            plugin: &run.plugins[index],
+            plugin,
             plugin_type,
             command,
             invocation: &run.invocation,
             config,
             state_dir: None,
-            limits: &self.options.limits,
+            limits: &policy.limits,
+            audit: &self.audit,
+            audit_context: &audit_context,
         };
 
         sandbox::call_plugin(&self.engine, call, host).map_err(|source| Error::Plugin {
@@ -615,4 +669,13 @@ mod tests {
         let error = validate_attachment(&list(), &attachment).unwrap_err();
         assert_eq!(error.to_cni_error().code, codes::UNKNOWN_CONTAINER);
     }
+}
+
+/// A random 16-hex-digit id for audit records.
+fn random_id() -> String {
+    let mut bytes = [0u8; 8];
+    // Without randomness the id is all zeros: records stay valid, only
+    // harder to tell apart.
+    let _ = getrandom::fill(&mut bytes);
+    hex::encode(bytes)
 }

@@ -12,7 +12,7 @@ use crate::chain::{Attachment, Runtime, RuntimeOptions};
 use crate::config::load_network;
 use crate::error::Error;
 use crate::kernel::LinuxKernelFactory;
-use crate::sandbox::Limits;
+use cniwasm_host_api::policy::Policy;
 
 /// Everything a command needs, as the CLI gathered it from arguments and
 /// environment.
@@ -32,6 +32,34 @@ pub struct CommandOptions {
     pub cache_dir: PathBuf,
     pub ipam_data_dir: PathBuf,
     pub compile_cache: Option<PathBuf>,
+    /// The policy file given with `--policy` or `CNIWASM_POLICY`; `None`
+    /// reads [`DEFAULT_POLICY_PATH`] when it exists.
+    pub policy: Option<PathBuf>,
+}
+
+/// Where the node's policy lives when none is named.
+pub const DEFAULT_POLICY_PATH: &str = "/etc/cniwasm/policy.json";
+
+/// Reads the policy: the named file, which must exist, or the default path,
+/// or the built-in policy when the default path has no file.
+pub fn load_policy(named: Option<&Path>) -> Result<Policy, Error> {
+    let path = named.unwrap_or(Path::new(DEFAULT_POLICY_PATH));
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound && named.is_none() => {
+            return Ok(Policy::default());
+        }
+        Err(error) => {
+            return Err(Error::Policy {
+                path: path.display().to_string(),
+                reason: error.to_string(),
+            });
+        }
+    };
+    Policy::from_json(&text).map_err(|error| Error::Policy {
+        path: path.display().to_string(),
+        reason: error.to_string(),
+    })
 }
 
 /// Runs ADD and returns the result, printed as cnitool prints it.
@@ -78,7 +106,7 @@ fn prepare(options: &CommandOptions) -> Result<(Runtime, Attachment), Error> {
         cache_dir: options.cache_dir.clone(),
         ipam_data_dir: options.ipam_data_dir.clone(),
         compile_cache: options.compile_cache.clone(),
-        limits: Limits::default(),
+        policy: Arc::new(load_policy(options.policy.as_deref())?),
     };
     let runtime = Runtime::new(runtime_options, Arc::new(LinuxKernelFactory))?;
     Ok((runtime, attachment))

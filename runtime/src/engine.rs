@@ -133,6 +133,30 @@ impl PluginEngine {
     }
 }
 
+/// The `cniwasm:host` interfaces a component imports, by short name (`link`,
+/// `nat`, ...). WASI imports are not listed: the host links them but grants
+/// nothing through them.
+pub fn host_imports(engine: &Engine, component: &Component) -> Vec<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .filter_map(|(name, _)| {
+            let interface = name.strip_prefix("cniwasm:host/")?;
+            let interface = interface.split('@').next().unwrap_or(interface);
+            (interface != "types").then(|| interface.to_string())
+        })
+        .collect()
+}
+
+/// The functions a component exports, by name.
+pub fn exports(engine: &Engine, component: &Component) -> Vec<String> {
+    component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
 fn compile_error(path: &Path, error: wasmtime::Error) -> EngineError {
     EngineError::Compile {
         path: path.to_path_buf(),

@@ -28,6 +28,19 @@ pub enum Error {
         search_path: Vec<PathBuf>,
     },
 
+    #[error("plugin {plugin_type:?} ({path}) rejected by policy: {reason}")]
+    PluginRejected {
+        plugin_type: String,
+        path: String,
+        reason: String,
+    },
+
+    #[error("failed to read policy {path}: {reason}")]
+    Policy { path: String, reason: String },
+
+    #[error(transparent)]
+    Audit(#[from] cniwasm_host_api::audit::AuditError),
+
     #[error(transparent)]
     Engine(#[from] EngineError),
 
@@ -81,6 +94,11 @@ impl Error {
             Error::PluginNotFound { .. } => {
                 CniError::new(sandbox::codes::PLUGIN_NOT_FOUND, self.to_string())
             }
+            Error::PluginRejected { .. } => {
+                CniError::new(sandbox::codes::PLUGIN_REJECTED, self.to_string())
+            }
+            Error::Policy { .. } => CniError::new(sandbox::codes::INVALID_POLICY, self.to_string()),
+            Error::Audit(_) => CniError::new(codes::IO_FAILURE, self.to_string()),
             Error::Engine(_) => CniError::new(sandbox::codes::PLUGIN_LOAD_FAILED, self.to_string()),
             Error::Kernel(_) => CniError::new(codes::INTERNAL, self.to_string()),
             Error::Plugin {

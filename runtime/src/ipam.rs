@@ -12,9 +12,12 @@ use cniwasm_host_api::plugin_host::{
 use cniwasm_types::{CniError, codes};
 use serde_json::Value;
 
+use crate::admission::admit;
 use crate::chain::PluginLocator;
 use crate::engine::PluginEngine;
-use crate::sandbox::{self, Command, Limits, PluginCall};
+use crate::sandbox::{self, Command, PluginCall};
+use cniwasm_host_api::audit::{AuditContext, AuditLog};
+use cniwasm_host_api::policy::Policy;
 
 /// Everything the IPAM plugin inherits from the plugin that delegates to it.
 pub(crate) struct IpamRunner {
@@ -27,7 +30,11 @@ pub(crate) struct IpamRunner {
     pub config: String,
     /// Where IPAM state lives when the configuration sets no `ipam.dataDir`.
     pub default_data_dir: PathBuf,
-    pub limits: Limits,
+    pub policy: Arc<Policy>,
+    pub audit: AuditLog,
+    /// The delegating plugin's audit context; plugin, digest and command
+    /// are replaced with the IPAM plugin's.
+    pub audit_context: AuditContext,
     pub created_links: CreatedLinks,
 }
 
@@ -38,24 +45,50 @@ impl IpamDelegate for IpamRunner {
             .locator
             .load(&self.engine, &ipam.plugin_type)
             .map_err(|error| error.to_cni_error())?;
+        let command = match command {
+            IpamCommand::Add => Command::Add,
+            IpamCommand::Del => Command::Del,
+            IpamCommand::Check => Command::Check,
+        };
 
-        let data_dir = ipam
-            .data_dir
-            .unwrap_or_else(|| self.default_data_dir.clone());
-        let state = StateDirectory::open_locked(&data_dir.join(&self.owner.network))?;
+        let policy = Arc::new(self.policy.for_plugin(&ipam.plugin_type).clone());
+        let mut audit_context = self.audit_context.clone();
+        audit_context.plugin = ipam.plugin_type.clone();
+        audit_context.digest = format!("sha256:{}", plugin.digest);
+        audit_context.command = command.as_str().to_string();
+        admit(
+            &self.engine,
+            &ipam.plugin_type,
+            &plugin,
+            &policy,
+            (&self.audit, &audit_context),
+        )
+        .map_err(|error| error.to_cni_error())?;
+
+        // The policy may withhold the state directory; the plugin then has no
+        // file access at all.
+        let state = match policy.ipam_state {
+            true => {
+                let data_dir = ipam
+                    .data_dir
+                    .unwrap_or_else(|| self.default_data_dir.clone());
+                Some(StateDirectory::open_locked(
+                    &data_dir.join(&self.owner.network),
+                )?)
+            }
+            false => None,
+        };
 
         let call = PluginCall {
             plugin: &plugin,
             plugin_type: &ipam.plugin_type,
-            command: match command {
-                IpamCommand::Add => Command::Add,
-                IpamCommand::Del => Command::Del,
-                IpamCommand::Check => Command::Check,
-            },
+            command,
             invocation: &self.invocation,
             config: &self.config,
-            state_dir: Some(state.path()),
-            limits: &self.limits,
+            state_dir: state.as_ref().map(StateDirectory::path),
+            limits: &policy.limits,
+            audit: &self.audit,
+            audit_context: &audit_context,
         };
         let host = HostContext::new(HostContextOptions {
             kernel: self.kernel.clone(),
@@ -63,6 +96,9 @@ impl IpamDelegate for IpamRunner {
             plugin: ipam.plugin_type.clone(),
             delegate: Arc::new(NoNestedIpam),
             created_links: self.created_links.clone(),
+            policy: policy.clone(),
+            audit: self.audit.clone(),
+            audit_context: audit_context.clone(),
         });
 
         let outcome = sandbox::call_plugin(&self.engine, call, host);

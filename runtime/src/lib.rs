@@ -4,6 +4,7 @@
 //! arguments as `runtimeConfig`, like the reference library (libcni) does for
 //! executable plugins.
 
+mod admission;
 pub mod cache;
 mod chain;
 pub mod command;

@@ -1,14 +1,16 @@
 //! One plugin call in a fresh wasmtime store: the WASI context that grants
-//! nothing but an optional IPAM state directory, the limits, and the mapping
-//! of traps to errors.
+//! nothing but an optional IPAM state directory, the policy's limits, the
+//! mapping of traps to errors, and the audit summary of the call.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use cniwasm_host_api::audit::{AuditContext, AuditLog, PluginCallRecord};
 use cniwasm_host_api::plugin_host::{CniPlugin, HostContext, cniwasm::host::types};
+use cniwasm_host_api::policy::Limits;
 use cniwasm_types::CniError;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
@@ -17,13 +19,16 @@ use crate::engine::{EPOCH_TICK, LoadedPlugin, PluginEngine};
 /// Where an IPAM plugin finds its state directory.
 pub const STATE_DIR_GUEST_PATH: &str = "/state";
 
+/// Bytes of a plugin's stderr kept for logs and error details.
+const STDERR_BYTES: usize = 64 << 10;
+
 pub use cniwasm_types::codes::cniwasm as codes;
 
 /// Store data of one plugin call.
 pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limiter: MemoryLimiter,
     pub host: HostContext,
 }
 
@@ -33,6 +38,43 @@ impl WasiView for PluginState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+/// Caps linear memory and table growth, and records the peak memory size.
+struct MemoryLimiter {
+    max_bytes: usize,
+    peak_bytes: usize,
+    /// Set when a growth was refused, so the trap can name the limit.
+    refused: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.refused = true;
+            return Err(wasmtime::Error::msg(format!(
+                "memory limit of {} bytes reached: the plugin asked for {desired}",
+                self.max_bytes
+            )));
+        }
+        self.peak_bytes = self.peak_bytes.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // 100 000 elements is far beyond what CNI plugins use (a few hundred).
+        Ok(desired <= 100_000)
     }
 }
 
@@ -57,29 +99,6 @@ impl Command {
     }
 }
 
-/// Resource limits of one plugin call.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Maximum linear memory in bytes.
-    pub memory_bytes: usize,
-    /// Wall-clock time the plugin may spend running wasm code.
-    pub deadline: Duration,
-    /// Bytes of the plugin's stderr kept for logs and error details.
-    pub stderr_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        // NOTE: these defaults are generous guesses for the reference-like
-        // plugins (which use a few MiB and milliseconds), not measured bounds.
-        Self {
-            memory_bytes: 128 << 20,
-            deadline: Duration::from_secs(30),
-            stderr_bytes: 64 << 10,
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
     #[error("plugin {plugin:?} returned error code {}: {error}", error.code)]
@@ -93,11 +112,27 @@ pub enum PluginError {
         reason: String,
         stderr: String,
     },
-    #[error("plugin {plugin:?} exceeded its deadline of {} ms during {command}", deadline.as_millis())]
+    #[error("plugin {plugin:?} exceeded its deadline of {} ms during {command} (limits.deadlineMs)", deadline.as_millis())]
     DeadlineExceeded {
         plugin: String,
         command: &'static str,
         deadline: Duration,
+    },
+    #[error(
+        "plugin {plugin:?} exceeded its memory limit of {bytes} bytes during {command} (limits.memoryBytes)"
+    )]
+    MemoryExceeded {
+        plugin: String,
+        command: &'static str,
+        bytes: u64,
+    },
+    #[error(
+        "plugin {plugin:?} returned a result of {size} bytes, above its limit of {limit} bytes (limits.maxResultBytes)"
+    )]
+    ResultTooLarge {
+        plugin: String,
+        size: usize,
+        limit: u64,
     },
     #[error("failed to open IPAM state directory {path}: {reason}")]
     StateDirectory { path: String, reason: String },
@@ -116,9 +151,27 @@ impl PluginError {
             PluginError::DeadlineExceeded { .. } => {
                 CniError::new(codes::PLUGIN_DEADLINE_EXCEEDED, self.to_string())
             }
+            PluginError::MemoryExceeded { .. } => {
+                CniError::new(codes::PLUGIN_TRAPPED, self.to_string())
+            }
+            PluginError::ResultTooLarge { .. } => {
+                CniError::new(codes::PLUGIN_INVALID_OUTPUT, self.to_string())
+            }
             PluginError::StateDirectory { .. } => {
                 CniError::new(cniwasm_types::codes::IO_FAILURE, self.to_string())
             }
+        }
+    }
+
+    /// The audit outcome: `cni-error:<code>`, `trap`, `deadline` and so on.
+    fn audit_outcome(&self) -> String {
+        match self {
+            PluginError::Cni { error, .. } => format!("cni-error:{}", error.code),
+            PluginError::Instantiate { .. } | PluginError::StateDirectory { .. } => "failed".into(),
+            PluginError::Trapped { .. } => "trap".into(),
+            PluginError::DeadlineExceeded { .. } => "deadline".into(),
+            PluginError::MemoryExceeded { .. } => "memory".into(),
+            PluginError::ResultTooLarge { .. } => "result-too-large".into(),
         }
     }
 }
@@ -134,6 +187,8 @@ pub struct PluginCall<'a> {
     /// Host directory preopened at [`STATE_DIR_GUEST_PATH`].
     pub state_dir: Option<&'a Path>,
     pub limits: &'a Limits,
+    pub audit: &'a AuditLog,
+    pub audit_context: &'a AuditContext,
 }
 
 /// Runs the call in a fresh store whose host side is `host`; returns the
@@ -145,52 +200,75 @@ pub fn call_plugin(
 ) -> Result<Option<String>, PluginError> {
     let started = Instant::now();
     let plugin = call.plugin_type.to_string();
-    let stderr = MemoryOutputPipe::new(call.limits.stderr_bytes);
+    let stderr = MemoryOutputPipe::new(STDERR_BYTES);
 
     let mut store = new_store(engine, &call, host, stderr.clone())?;
-    let instance = CniPlugin::instantiate(&mut store, &call.plugin.component, engine.linker())
-        .map_err(|error| PluginError::Instantiate {
-            plugin: plugin.clone(),
-            reason: format!("{error:#}"),
-        })?;
-
-    let outcome = match call.command {
-        Command::Add => instance
-            .call_add(&mut store, call.invocation, call.config)
-            .map(|r| r.map(Some)),
-        Command::Del => instance
-            .call_del(&mut store, call.invocation, call.config)
-            .map(|r| r.map(|()| None)),
-        Command::Check => instance
-            .call_check(&mut store, call.invocation, call.config)
-            .map(|r| r.map(|()| None)),
-        Command::Status => instance
-            .call_status(&mut store, call.invocation, call.config)
-            .map(|r| r.map(|()| None)),
-        Command::Gc => instance
-            .call_gc(&mut store, call.invocation, call.config)
-            .map(|r| r.map(|()| None)),
-    };
+    let outcome = run_export(engine, &call, &mut store);
 
     let stderr_text = String::from_utf8_lossy(&stderr.contents()).into_owned();
     if !stderr_text.trim().is_empty() {
         tracing::debug!(plugin, stderr = %stderr_text.trim_end(), "plugin stderr");
     }
-    tracing::debug!(
-        plugin,
-        command = call.command.as_str(),
-        host_calls = store.data().host.host_calls(),
-        micros = started.elapsed().as_micros() as u64,
-        "plugin call finished"
-    );
 
-    match outcome {
-        Ok(Ok(result)) => Ok(result),
+    let outcome = match outcome {
+        Ok(Ok(result)) => check_result_size(&plugin, result, call.limits),
         Ok(Err(error)) => Err(PluginError::Cni {
-            plugin,
+            plugin: plugin.clone(),
             error: CniError::new(error.code, error.msg).with_details(error.details),
         }),
-        Err(trap) => Err(classify_trap(trap, plugin, &call, stderr_text)),
+        Err(trap) => Err(classify_trap(
+            trap,
+            &store,
+            plugin.clone(),
+            &call,
+            stderr_text,
+        )),
+    };
+
+    record_summary(&call, &store, &outcome, started);
+    outcome
+}
+
+fn run_export(
+    engine: &PluginEngine,
+    call: &PluginCall<'_>,
+    store: &mut Store<PluginState>,
+) -> wasmtime::Result<Result<Option<String>, types::CniError>> {
+    let instance = CniPlugin::instantiate(&mut *store, &call.plugin.component, engine.linker())?;
+    let (invocation, config) = (call.invocation, call.config);
+    match call.command {
+        Command::Add => instance
+            .call_add(store, invocation, config)
+            .map(|r| r.map(Some)),
+        Command::Del => instance
+            .call_del(store, invocation, config)
+            .map(|r| r.map(|()| None)),
+        Command::Check => instance
+            .call_check(store, invocation, config)
+            .map(|r| r.map(|()| None)),
+        Command::Status => instance
+            .call_status(store, invocation, config)
+            .map(|r| r.map(|()| None)),
+        Command::Gc => instance
+            .call_gc(store, invocation, config)
+            .map(|r| r.map(|()| None)),
+    }
+}
+
+fn check_result_size(
+    plugin: &str,
+    result: Option<String>,
+    limits: &Limits,
+) -> Result<Option<String>, PluginError> {
+    match &result {
+        Some(text) if text.len() as u64 > limits.max_result_bytes => {
+            Err(PluginError::ResultTooLarge {
+                plugin: plugin.to_string(),
+                size: text.len(),
+                limit: limits.max_result_bytes,
+            })
+        }
+        _ => Ok(result),
     }
 }
 
@@ -215,23 +293,23 @@ fn new_store(
             })?;
     }
 
-    let limits = StoreLimitsBuilder::new()
-        .memory_size(call.limits.memory_bytes)
-        .trap_on_grow_failure(true)
-        .build();
-
+    let limiter = MemoryLimiter {
+        max_bytes: usize::try_from(call.limits.memory_bytes).unwrap_or(usize::MAX),
+        peak_bytes: 0,
+        refused: false,
+    };
     let state = PluginState {
         wasi: wasi.build(),
         table: ResourceTable::new(),
-        limits,
+        limiter,
         host,
     };
     let mut store = Store::new(engine.engine(), state);
-    store.limiter(|state| &mut state.limits);
+    store.limiter(|state| &mut state.limiter);
 
     let ticks = call
         .limits
-        .deadline
+        .deadline()
         .as_millis()
         .div_ceil(EPOCH_TICK.as_millis())
         .max(1) as u64;
@@ -242,6 +320,7 @@ fn new_store(
 
 fn classify_trap(
     error: wasmtime::Error,
+    store: &Store<PluginState>,
     plugin: String,
     call: &PluginCall<'_>,
     stderr: String,
@@ -251,7 +330,14 @@ fn classify_trap(
         return PluginError::DeadlineExceeded {
             plugin,
             command,
-            deadline: call.limits.deadline,
+            deadline: call.limits.deadline(),
+        };
+    }
+    if store.data().limiter.refused {
+        return PluginError::MemoryExceeded {
+            plugin,
+            command,
+            bytes: call.limits.memory_bytes,
         };
     }
     PluginError::Trapped {
@@ -260,4 +346,37 @@ fn classify_trap(
         reason: format!("{error:#}"),
         stderr,
     }
+}
+
+fn record_summary(
+    call: &PluginCall<'_>,
+    store: &Store<PluginState>,
+    outcome: &Result<Option<String>, PluginError>,
+    started: Instant,
+) {
+    let state = store.data();
+    let counters = state.host.counters();
+    let (outcome, message) = match outcome {
+        Ok(_) => ("ok".to_string(), String::new()),
+        Err(error) => (error.audit_outcome(), error.to_string()),
+    };
+    let record = PluginCallRecord {
+        outcome,
+        message,
+        wall_time_us: started.elapsed().as_micros() as u64,
+        peak_memory_bytes: state.limiter.peak_bytes as u64,
+        host_calls: counters.host_calls,
+        denials: counters.denials,
+        would_denials: counters.would_denials,
+    };
+    tracing::debug!(
+        plugin = call.plugin_type,
+        command = call.command.as_str(),
+        outcome = %record.outcome,
+        host_calls = record.host_calls,
+        micros = record.wall_time_us,
+        peak_memory = record.peak_memory_bytes,
+        "plugin call finished"
+    );
+    call.audit.plugin_call(call.audit_context, &record);
 }

@@ -1,15 +1,33 @@
 //! One `Host` trait implementation per WIT interface. Each method parses its
-//! arguments into kernel types and goes through [`HostContext::dispatch`].
+//! arguments into kernel types, describes the request for policy and audit,
+//! names its ownership rule, and goes through [`HostContext::dispatch`].
+
+use serde_json::json;
 
 use super::cniwasm::host::{address, ipam, link, log, nat, route, sysctl, types};
 use super::convert::{port_map_from_wit, route_from_wit, route_to_wit};
 use super::{
-    HostContext, HostError, IpamCommand, Netns, WitCniError, check_ifname, namespace, parse_net,
-    random_veth_name,
+    Call, HostContext, HostError, IpamCommand, Netns, WitCniError, check_ifname, namespace,
+    parse_net, random_veth_name,
 };
 use crate::kernel::{self, Namespace};
+use crate::policy::{Request, Side};
 
 type HostResult<T> = wasmtime::Result<Result<T, HostError>>;
+
+fn side(ns: Netns) -> Side {
+    match ns {
+        Netns::Host => Side::Host,
+        Netns::Container => Side::Container,
+    }
+}
+
+fn ns_name(ns: Netns) -> &'static str {
+    match ns {
+        Netns::Host => "host",
+        Netns::Container => "container",
+    }
+}
 
 impl types::Host for HostContext {}
 
@@ -18,48 +36,79 @@ impl link::Host for HostContext {
         if let Err(error) = check_ifname(&spec.name) {
             return Ok(Err(error));
         }
-        let target = spec.name.clone();
-        let created_links = self.created_links.clone();
-        self.dispatch("link.ensure-bridge", &target, |kernel, _| {
-            let existed = kernel
-                .netlink
-                .get_link(Namespace::Host, &spec.name)?
-                .is_some();
-            let spec = kernel::BridgeSpec {
-                name: spec.name,
+        let name = spec.name.clone();
+        let call = Call {
+            operation: "link.ensure-bridge",
+            arguments: json!({"name": spec.name, "mtu": spec.mtu, "promisc": spec.promisc, "vlanFiltering": spec.vlan_filtering}),
+            requests: vec![Request::EnsureBridge {
+                name: &name,
                 mtu: spec.mtu,
-                promisc: spec.promisc,
-                vlan_filtering: spec.vlan_filtering,
-            };
-            let info = kernel.netlink.ensure_bridge(&spec)?;
-            if !existed {
-                created_links
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .push(spec.name);
-            }
-            Ok(info.into())
-        })
+            }],
+        };
+        let created_links = self.created_links.clone();
+
+        self.dispatch(
+            call,
+            |kernel, rules| rules.bridge(kernel, &spec.name),
+            |kernel, _| {
+                let existed = kernel
+                    .netlink
+                    .get_link(Namespace::Host, &spec.name)?
+                    .is_some();
+                let spec = kernel::BridgeSpec {
+                    name: spec.name.clone(),
+                    mtu: spec.mtu,
+                    promisc: spec.promisc,
+                    vlan_filtering: spec.vlan_filtering,
+                };
+                let info = kernel.netlink.ensure_bridge(&spec)?;
+                if !existed {
+                    created_links
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .push(spec.name);
+                }
+                Ok(info.into())
+            },
+        )
     }
 
     fn create_veth(&mut self, spec: link::VethSpec) -> HostResult<link::VethPair> {
         if let Err(error) = check_ifname(&spec.container_name) {
             return Ok(Err(error));
         }
-        let target = spec.container_name.clone();
-        self.dispatch("link.create-veth", &target, |kernel, _| {
-            let spec = kernel::VethSpec {
-                host_name: random_veth_name()?,
-                container_name: spec.container_name,
+        let name = spec.container_name.clone();
+        let call = Call {
+            operation: "link.create-veth",
+            arguments: json!({"containerName": spec.container_name, "mtu": spec.mtu, "containerMac": spec.container_mac}),
+            requests: vec![Request::CreateVeth {
+                container_name: &name,
                 mtu: spec.mtu,
-                container_mac: spec.container_mac,
-            };
-            let (host, container) = kernel.netlink.create_veth(&spec)?;
-            Ok(link::VethPair {
-                host: host.into(),
-                container: container.into(),
-            })
-        })
+            }],
+        };
+        let created_links = self.created_links.clone();
+
+        self.dispatch(
+            call,
+            |_, _| None,
+            |kernel, _| {
+                let spec = kernel::VethSpec {
+                    host_name: random_veth_name()?,
+                    container_name: spec.container_name.clone(),
+                    mtu: spec.mtu,
+                    container_mac: spec.container_mac.clone(),
+                };
+                let (host, container) = kernel.netlink.create_veth(&spec)?;
+                created_links
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push(host.name.clone());
+                Ok(link::VethPair {
+                    host: host.into(),
+                    container: container.into(),
+                })
+            },
+        )
     }
 
     fn configure(
@@ -68,194 +117,431 @@ impl link::Host for HostContext {
         name: String,
         settings: link::LinkSettings,
     ) -> HostResult<link::LinkInfo> {
-        self.dispatch("link.configure", &name, |kernel, _| {
-            let info = kernel
-                .netlink
-                .configure_link(namespace(ns), &name, &settings.into())?;
-            Ok(info.into())
-        })
+        let call = Call {
+            operation: "link.configure",
+            arguments: json!({"netns": ns_name(ns), "name": name, "up": settings.up, "mtu": settings.mtu,
+                "mac": settings.mac, "master": settings.master, "hairpin": settings.hairpin, "promisc": settings.promisc}),
+            requests: vec![Request::ConfigureLink {
+                side: side(ns),
+                name: &name,
+                mtu: settings.mtu,
+            }],
+        };
+        let master = settings.master.clone();
+
+        self.dispatch(
+            call,
+            |kernel, rules| {
+                if ns != Netns::Host {
+                    return None;
+                }
+                rules
+                    .host_link(kernel, &name)
+                    .or_else(|| master.as_deref().and_then(|m| rules.host_link(kernel, m)))
+            },
+            |kernel, _| {
+                let info = kernel
+                    .netlink
+                    .configure_link(namespace(ns), &name, &settings.into())?;
+                Ok(info.into())
+            },
+        )
     }
 
     fn get(&mut self, ns: Netns, name: String) -> HostResult<Option<link::LinkInfo>> {
-        self.dispatch("link.get", &name, |kernel, _| {
-            Ok(kernel
-                .netlink
-                .get_link(namespace(ns), &name)?
-                .map(Into::into))
-        })
+        let call = Call {
+            operation: "link.get",
+            arguments: json!({"netns": ns_name(ns), "name": name}),
+            requests: vec![Request::GetLink {
+                side: side(ns),
+                name: &name,
+            }],
+        };
+        self.dispatch(
+            call,
+            |_, _| None,
+            |kernel, _| {
+                Ok(kernel
+                    .netlink
+                    .get_link(namespace(ns), &name)?
+                    .map(Into::into))
+            },
+        )
     }
 
     fn delete(&mut self, ns: Netns, name: String) -> HostResult<bool> {
-        self.dispatch("link.delete", &name, |kernel, _| {
-            let ns = namespace(ns);
-            if ns == Namespace::Container && !kernel.netlink.has_container() {
-                return Ok(false);
-            }
-            Ok(kernel.netlink.delete_link(ns, &name)?)
-        })
+        let call = Call {
+            operation: "link.delete",
+            arguments: json!({"netns": ns_name(ns), "name": name}),
+            requests: vec![Request::DeleteLink {
+                side: side(ns),
+                name: &name,
+            }],
+        };
+        self.dispatch(
+            call,
+            |_, rules| {
+                (ns == Netns::Host)
+                    .then(|| rules.delete_host_link(&name))
+                    .flatten()
+            },
+            |kernel, _| {
+                let ns = namespace(ns);
+                if ns == Namespace::Container && !kernel.netlink.has_container() {
+                    return Ok(false);
+                }
+                Ok(kernel.netlink.delete_link(ns, &name)?)
+            },
+        )
+    }
+}
+
+impl HostContext {
+    fn address_call(
+        &mut self,
+        operation: &'static str,
+        ns: Netns,
+        ifname: String,
+        cidr: String,
+    ) -> HostResult<()> {
+        let address = match parse_net(&cidr, "address") {
+            Ok(address) => address,
+            Err(error) => return Ok(Err(error)),
+        };
+        let call = Call {
+            operation,
+            arguments: json!({"netns": ns_name(ns), "link": ifname, "address": cidr}),
+            requests: vec![Request::Address {
+                side: side(ns),
+                link: &ifname,
+                address,
+            }],
+        };
+
+        self.dispatch(
+            call,
+            |kernel, rules| {
+                (ns == Netns::Host)
+                    .then(|| rules.host_link(kernel, &ifname))
+                    .flatten()
+            },
+            |kernel, _| match operation {
+                "address.add" => Ok(kernel
+                    .netlink
+                    .add_address(namespace(ns), &ifname, address)?),
+                _ => Ok(kernel
+                    .netlink
+                    .delete_address(namespace(ns), &ifname, address)?),
+            },
+        )
     }
 }
 
 impl address::Host for HostContext {
     fn add(&mut self, ns: Netns, ifname: String, cidr: String) -> HostResult<()> {
-        let target = format!("{cidr} on {ifname}");
-        self.dispatch("address.add", &target, |kernel, _| {
-            let address = parse_net(&cidr, "address")?;
-            Ok(kernel
-                .netlink
-                .add_address(namespace(ns), &ifname, address)?)
-        })
+        self.address_call("address.add", ns, ifname, cidr)
     }
 
     fn del(&mut self, ns: Netns, ifname: String, cidr: String) -> HostResult<()> {
-        let target = format!("{cidr} on {ifname}");
-        self.dispatch("address.del", &target, |kernel, _| {
-            let address = parse_net(&cidr, "address")?;
-            Ok(kernel
-                .netlink
-                .delete_address(namespace(ns), &ifname, address)?)
-        })
+        self.address_call("address.del", ns, ifname, cidr)
     }
 
     fn list(&mut self, ns: Netns, ifname: String) -> HostResult<Vec<String>> {
-        self.dispatch("address.list", &ifname, |kernel, _| {
-            let mut addresses = kernel.netlink.list_addresses(namespace(ns), &ifname)?;
-            addresses.sort_by_key(|address| address.addr().is_ipv6());
-            Ok(addresses.iter().map(ToString::to_string).collect())
-        })
+        let call = Call {
+            operation: "address.list",
+            arguments: json!({"netns": ns_name(ns), "link": ifname}),
+            requests: vec![Request::ListAddresses {
+                side: side(ns),
+                link: &ifname,
+            }],
+        };
+        self.dispatch(
+            call,
+            |_, _| None,
+            |kernel, _| {
+                let mut addresses = kernel.netlink.list_addresses(namespace(ns), &ifname)?;
+                addresses.sort_by_key(|address| address.addr().is_ipv6());
+                Ok(addresses.iter().map(ToString::to_string).collect())
+            },
+        )
+    }
+}
+
+impl HostContext {
+    fn route_call(
+        &mut self,
+        operation: &'static str,
+        ns: Netns,
+        spec: route::RouteSpec,
+    ) -> HostResult<()> {
+        let parsed = match route_from_wit(&spec) {
+            Ok(parsed) => parsed,
+            Err(error) => return Ok(Err(error)),
+        };
+        let call = Call {
+            operation,
+            arguments: json!({"netns": ns_name(ns), "dst": spec.dst, "gw": spec.gw, "dev": spec.dev, "metric": spec.metric}),
+            requests: vec![Request::Route {
+                side: side(ns),
+                dst: parsed.dst,
+            }],
+        };
+
+        self.dispatch(
+            call,
+            |kernel, rules| match (ns, &parsed.device) {
+                (Netns::Container, _) => None,
+                (Netns::Host, Some(device)) => rules.host_link(kernel, device),
+                (Netns::Host, None) => Some(crate::policy::Decision::ownership(
+                    "hostRoutes",
+                    "a host route must name an output device the attachment may change".into(),
+                )),
+            },
+            |kernel, _| match operation {
+                "route.add" => Ok(kernel.netlink.add_route(namespace(ns), &parsed)?),
+                _ => Ok(kernel.netlink.delete_route(namespace(ns), &parsed)?),
+            },
+        )
     }
 }
 
 impl route::Host for HostContext {
     fn add(&mut self, ns: Netns, spec: route::RouteSpec) -> HostResult<()> {
-        let target = spec.dst.clone();
-        self.dispatch("route.add", &target, |kernel, _| {
-            Ok(kernel
-                .netlink
-                .add_route(namespace(ns), &route_from_wit(&spec)?)?)
-        })
+        self.route_call("route.add", ns, spec)
     }
 
     fn del(&mut self, ns: Netns, spec: route::RouteSpec) -> HostResult<()> {
-        let target = spec.dst.clone();
-        self.dispatch("route.del", &target, |kernel, _| {
-            Ok(kernel
-                .netlink
-                .delete_route(namespace(ns), &route_from_wit(&spec)?)?)
-        })
+        self.route_call("route.del", ns, spec)
     }
 
     fn list(&mut self, ns: Netns, dev: String) -> HostResult<Vec<route::RouteSpec>> {
-        self.dispatch("route.list", &dev, |kernel, _| {
-            let routes = kernel.netlink.list_routes(namespace(ns), &dev)?;
-            Ok(routes.into_iter().map(route_to_wit).collect())
-        })
-    }
-}
-
-/// Converts a dot-form key (`net.ipv4.ip_forward`) to slash form. Slash-form
-/// keys pass unchanged, since interface names in them may contain dots.
-fn sysctl_key(key: &str) -> String {
-    if key.contains('/') {
-        key.to_string()
-    } else {
-        key.replace('.', "/")
+        let call = Call {
+            operation: "route.list",
+            arguments: json!({"netns": ns_name(ns), "dev": dev}),
+            requests: vec![Request::ListRoutes { side: side(ns) }],
+        };
+        self.dispatch(
+            call,
+            |_, _| None,
+            |kernel, _| {
+                Ok(kernel
+                    .netlink
+                    .list_routes(namespace(ns), &dev)?
+                    .into_iter()
+                    .map(route_to_wit)
+                    .collect())
+            },
+        )
     }
 }
 
 impl sysctl::Host for HostContext {
     fn get(&mut self, ns: Netns, key: String) -> HostResult<String> {
-        let key = sysctl_key(&key);
-        self.dispatch("sysctl.get", &key.clone(), |kernel, _| {
-            Ok(kernel.sysctl.get(namespace(ns), &key)?)
-        })
+        let key = crate::policy::sysctl_slash_form(&key);
+        let call = Call {
+            operation: "sysctl.get",
+            arguments: json!({"netns": ns_name(ns), "key": key}),
+            requests: vec![Request::Sysctl {
+                side: side(ns),
+                key: &key,
+                write: false,
+            }],
+        };
+        self.dispatch(
+            call,
+            |_, _| None,
+            |kernel, _| Ok(kernel.sysctl.get(namespace(ns), &key)?),
+        )
     }
 
     fn set(&mut self, ns: Netns, key: String, value: String) -> HostResult<()> {
-        let key = sysctl_key(&key);
-        let target = format!("{key}={value}");
-        self.dispatch("sysctl.set", &target, |kernel, _| {
-            Ok(kernel.sysctl.set(namespace(ns), &key, &value)?)
-        })
+        let key = crate::policy::sysctl_slash_form(&key);
+        let call = Call {
+            operation: "sysctl.set",
+            arguments: json!({"netns": ns_name(ns), "key": key, "value": value}),
+            requests: vec![Request::Sysctl {
+                side: side(ns),
+                key: &key,
+                write: true,
+            }],
+        };
+        self.dispatch(
+            call,
+            |kernel, rules| {
+                (ns == Netns::Host)
+                    .then(|| rules.host_sysctl(kernel, &key))
+                    .flatten()
+            },
+            |kernel, _| Ok(kernel.sysctl.set(namespace(ns), &key, &value)?),
+        )
+    }
+}
+
+impl HostContext {
+    fn port_mapping_call(
+        &mut self,
+        operation: &'static str,
+        spec: nat::PortMapSpec,
+    ) -> HostResult<()> {
+        let parsed = match port_map_from_wit(&spec) {
+            Ok(parsed) => parsed,
+            Err(error) => return Ok(Err(error)),
+        };
+        let mappings: Vec<_> = parsed
+            .mappings
+            .iter()
+            .map(|m| json!({"hostPort": m.host_port, "containerPort": m.container_port, "protocol": m.protocol.as_str(), "hostIP": m.host_ip}))
+            .collect();
+        let call = Call {
+            operation,
+            arguments: json!({"containerAddress": spec.container_address, "mappings": mappings, "snat": spec.snat,
+                "masqAll": spec.masq_all, "markBit": spec.mark_bit}),
+            requests: parsed
+                .mappings
+                .iter()
+                .map(|m| Request::PortMapping {
+                    host_port: m.host_port,
+                    host_ip: m.host_ip,
+                    protocol: m.protocol.as_str(),
+                })
+                .collect(),
+        };
+        let owner = self.owner.clone();
+        let adding = operation == "nat.add-port-mappings";
+
+        self.dispatch(
+            call,
+            |kernel, rules| {
+                adding
+                    .then(|| rules.container_address(kernel, &owner, parsed.container_address))
+                    .flatten()
+            },
+            |kernel, owner| match adding {
+                true => Ok(kernel.firewall.add_port_mappings(owner, &parsed)?),
+                false => Ok(kernel.firewall.check_port_mappings(owner, &parsed)?),
+            },
+        )
+    }
+
+    fn masquerade_call(&mut self, operation: &'static str, address: String) -> HostResult<()> {
+        let parsed = match parse_net(&address, "masquerade source") {
+            Ok(parsed) => parsed,
+            Err(error) => return Ok(Err(error)),
+        };
+        let call = Call {
+            operation,
+            arguments: json!({"address": address}),
+            requests: vec![Request::Masquerade {
+                source: Some(parsed),
+            }],
+        };
+        let owner = self.owner.clone();
+        let adding = operation == "nat.add-masquerade";
+
+        self.dispatch(
+            call,
+            |kernel, rules| {
+                adding
+                    .then(|| rules.container_address(kernel, &owner, parsed))
+                    .flatten()
+            },
+            |kernel, owner| match adding {
+                true => Ok(kernel.firewall.add_masquerade(owner, parsed)?),
+                false => Ok(kernel.firewall.check_masquerade(owner, parsed)?),
+            },
+        )
     }
 }
 
 impl nat::Host for HostContext {
     fn add_port_mappings(&mut self, spec: nat::PortMapSpec) -> HostResult<()> {
-        let target = spec.container_address.clone();
-        self.dispatch("nat.add-port-mappings", &target, |kernel, owner| {
-            Ok(kernel
-                .firewall
-                .add_port_mappings(owner, &port_map_from_wit(&spec)?)?)
-        })
+        self.port_mapping_call("nat.add-port-mappings", spec)
     }
 
     fn check_port_mappings(&mut self, spec: nat::PortMapSpec) -> HostResult<()> {
-        let target = spec.container_address.clone();
-        self.dispatch("nat.check-port-mappings", &target, |kernel, owner| {
-            Ok(kernel
-                .firewall
-                .check_port_mappings(owner, &port_map_from_wit(&spec)?)?)
-        })
+        self.port_mapping_call("nat.check-port-mappings", spec)
     }
 
     fn remove_port_mappings(&mut self) -> HostResult<()> {
-        let target = self.owner.dnat_chain();
-        self.dispatch("nat.remove-port-mappings", &target, |kernel, owner| {
-            Ok(kernel.firewall.remove_port_mappings(owner)?)
-        })
+        let call = Call {
+            operation: "nat.remove-port-mappings",
+            arguments: json!({"chain": self.owner.dnat_chain()}),
+            requests: vec![Request::RemovePortMappings],
+        };
+        self.dispatch(
+            call,
+            |_, _| None,
+            |kernel, owner| Ok(kernel.firewall.remove_port_mappings(owner)?),
+        )
     }
 
     fn add_masquerade(&mut self, address: String) -> HostResult<()> {
-        self.dispatch("nat.add-masquerade", &address.clone(), |kernel, owner| {
-            let address = parse_net(&address, "masquerade source")?;
-            Ok(kernel.firewall.add_masquerade(owner, address)?)
-        })
+        self.masquerade_call("nat.add-masquerade", address)
     }
 
     fn check_masquerade(&mut self, address: String) -> HostResult<()> {
-        self.dispatch("nat.check-masquerade", &address.clone(), |kernel, owner| {
-            let address = parse_net(&address, "masquerade source")?;
-            Ok(kernel.firewall.check_masquerade(owner, address)?)
-        })
+        self.masquerade_call("nat.check-masquerade", address)
     }
 
     fn remove_masquerade(&mut self) -> HostResult<()> {
-        let target = self.owner.masquerade_chain();
-        self.dispatch("nat.remove-masquerade", &target, |kernel, owner| {
-            Ok(kernel.firewall.remove_masquerade(owner)?)
-        })
+        let call = Call {
+            operation: "nat.remove-masquerade",
+            arguments: json!({"chain": self.owner.masquerade_chain()}),
+            requests: vec![Request::Masquerade { source: None }],
+        };
+        self.dispatch(
+            call,
+            |_, _| None,
+            |kernel, owner| Ok(kernel.firewall.remove_masquerade(owner)?),
+        )
     }
 }
 
 impl HostContext {
-    fn delegate_ipam(&mut self, command: IpamCommand) -> Result<Option<String>, WitCniError> {
-        self.host_calls += 1;
-        tracing::debug!(plugin = %self.plugin, command = command.as_str(), "delegating to IPAM plugin");
+    /// Delegates to the IPAM plugin after the import check, with one audit
+    /// record for the delegation itself.
+    fn delegate_ipam(
+        &mut self,
+        command: IpamCommand,
+    ) -> wasmtime::Result<Result<Option<String>, WitCniError>> {
+        let call = Call {
+            operation: "ipam.delegate",
+            arguments: json!({"command": command.as_str()}),
+            requests: vec![Request::Ipam],
+        };
+        let delegate = self.delegate.clone();
 
-        self.delegate
-            .run_ipam(command)
-            .map_err(|error| WitCniError {
-                code: error.code,
-                msg: error.msg,
-                details: error.details,
-            })
+        let outcome = self.dispatch(call, |_, _| None, |_, _| Ok(()))?;
+        if let Err(error) = outcome {
+            return Ok(Err(WitCniError {
+                code: cniwasm_types::codes::cniwasm::HOST_DENIED,
+                msg: super::describe_error(&error),
+                details: String::new(),
+            }));
+        }
+
+        tracing::debug!(plugin = %self.plugin, command = command.as_str(), "delegating to IPAM plugin");
+        Ok(delegate.run_ipam(command).map_err(|error| WitCniError {
+            code: error.code,
+            msg: error.msg,
+            details: error.details,
+        }))
     }
 }
 
 impl ipam::Host for HostContext {
     fn add(&mut self) -> wasmtime::Result<Result<String, WitCniError>> {
         Ok(self
-            .delegate_ipam(IpamCommand::Add)
+            .delegate_ipam(IpamCommand::Add)?
             .map(Option::unwrap_or_default))
     }
 
     fn del(&mut self) -> wasmtime::Result<Result<(), WitCniError>> {
-        Ok(self.delegate_ipam(IpamCommand::Del).map(drop))
+        Ok(self.delegate_ipam(IpamCommand::Del)?.map(drop))
     }
 
     fn check(&mut self) -> wasmtime::Result<Result<(), WitCniError>> {
-        Ok(self.delegate_ipam(IpamCommand::Check).map(drop))
+        Ok(self.delegate_ipam(IpamCommand::Check)?.map(drop))
     }
 }
 

@@ -87,7 +87,7 @@ fn subnets(values: Vec<String>, field: &str) -> Result<Vec<IpNet>, PolicyError> 
 }
 
 /// Converts a dot-form sysctl key to slash form; slash-form keys pass unchanged.
-pub(crate) fn sysctl_slash_form(key: &str) -> String {
+pub fn sysctl_slash_form(key: &str) -> String {
     if key.contains('/') {
         key.to_string()
     } else {

@@ -72,6 +72,9 @@ struct Target {
         default_value = "/var/cache/cniwasm"
     )]
     compile_cache: PathBuf,
+    /// Policy file naming what each plugin may do [default: /etc/cniwasm/policy.json if it exists, else the built-in policy]
+    #[arg(long, env = "CNIWASM_POLICY")]
+    policy: Option<PathBuf>,
 }
 
 impl Target {
@@ -87,6 +90,7 @@ impl Target {
             cache_dir: self.cache_dir,
             ipam_data_dir: self.ipam_data_dir,
             compile_cache: Some(self.compile_cache),
+            policy: self.policy,
         }
     }
 }

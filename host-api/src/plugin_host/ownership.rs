@@ -1,0 +1,131 @@
+//! Ownership rules, which hold whatever the policy says and in every mode.
+//! The container namespace belongs to the attachment. In the host namespace
+//! a plugin may change only the links this chain operation created and the
+//! bridges its policy allows, never `lo` or another interface, and only the
+//! host sysctls of those links plus IP forwarding. NAT rules may only point
+//! at addresses of the attachment's own interface.
+
+use ipnet::IpNet;
+
+use crate::kernel::{Kernel, Namespace, Owner};
+use crate::policy::{Decision, PluginPolicy};
+
+pub(super) struct Ownership<'a> {
+    /// Host links created by this chain operation.
+    pub created: &'a [String],
+    pub policy: &'a PluginPolicy,
+}
+
+/// Host sysctls any attachment may set: IP forwarding, which bridges with a
+/// gateway need.
+const SHARED_HOST_SYSCTLS: &[&str] = &["net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"];
+
+impl Ownership<'_> {
+    fn bridge_allowed(&self, name: &str) -> bool {
+        match &self.policy.links {
+            Some(rules) => rules.bridges.iter().any(|pattern| pattern.matches(name)),
+            None => true,
+        }
+    }
+
+    /// A bridge to create or reuse: a name taken by a link that is not a
+    /// bridge (such as `lo` or `eth0`) is not the plugin's to claim.
+    pub fn bridge(&self, kernel: &mut Kernel, name: &str) -> Option<Decision> {
+        match kernel.netlink.get_link(Namespace::Host, name) {
+            Ok(Some(info)) if info.kind != "bridge" => Some(Decision::ownership(
+                "hostLinks",
+                format!(
+                    "host link {name:?} exists and is not a bridge; choose another bridge name"
+                ),
+            )),
+            _ => None,
+        }
+    }
+
+    /// A host link to configure, or to add addresses and routes on.
+    pub fn host_link(&self, kernel: &mut Kernel, name: &str) -> Option<Decision> {
+        if name == "lo" {
+            return Some(Decision::ownership(
+                "hostLinks",
+                "the host's lo belongs to no attachment".into(),
+            ));
+        }
+        if self.created.iter().any(|created| created == name) {
+            return None;
+        }
+
+        match kernel.netlink.get_link(Namespace::Host, name) {
+            Ok(Some(info)) if info.kind == "bridge" && self.bridge_allowed(name) => None,
+            Ok(Some(_)) => Some(Decision::ownership(
+                "hostLinks",
+                format!(
+                    "host link {name:?} was not created for this attachment and is not an allowed bridge"
+                ),
+            )),
+            // An absent link fails in the kernel with a clear not-found error.
+            _ => None,
+        }
+    }
+
+    /// A host link to delete: only one this chain operation created, since
+    /// bridges are shared by every container on them.
+    pub fn delete_host_link(&self, name: &str) -> Option<Decision> {
+        (!self.created.iter().any(|created| created == name)).then(|| {
+            Decision::ownership(
+                "hostLinks",
+                format!("host link {name:?} was not created for this attachment"),
+            )
+        })
+    }
+
+    /// A host sysctl to set: IP forwarding, or a per-interface key
+    /// (`net/ipv4/conf/<link>/...`) of a link the plugin may change.
+    pub fn host_sysctl(&self, kernel: &mut Kernel, key: &str) -> Option<Decision> {
+        if SHARED_HOST_SYSCTLS.contains(&key) {
+            return None;
+        }
+
+        let parts: Vec<&str> = key.split('/').collect();
+        let per_link = parts.len() == 5
+            && parts[0] == "net"
+            && matches!(parts[1], "ipv4" | "ipv6")
+            && parts[2] == "conf";
+        if per_link && !matches!(parts[3], "all" | "default") {
+            return self.host_link(kernel, parts[3]);
+        }
+        Some(Decision::ownership(
+            "hostSysctls",
+            format!("host sysctl {key} is shared by the whole node"),
+        ))
+    }
+
+    /// An address that NAT rules point at: it must be configured on the
+    /// attachment's interface in the container.
+    pub fn container_address(
+        &self,
+        kernel: &mut Kernel,
+        owner: &Owner,
+        address: IpNet,
+    ) -> Option<Decision> {
+        let configured = kernel
+            .netlink
+            .list_addresses(Namespace::Container, &owner.ifname);
+        match configured {
+            Ok(addresses)
+                if addresses
+                    .iter()
+                    .any(|configured| configured.addr() == address.addr()) =>
+            {
+                None
+            }
+            _ => Some(Decision::ownership(
+                "containerAddress",
+                format!(
+                    "{} is not an address of {} in this container",
+                    address.addr(),
+                    owner.ifname
+                ),
+            )),
+        }
+    }
+}
