@@ -222,3 +222,188 @@ mod tests {
         assert!(parse_cap_args(None).unwrap().is_empty());
     }
 }
+
+/// What `cniwasm inspect` reports about a plugin file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginReport {
+    pub path: String,
+    pub plugin_type: String,
+    pub digest: String,
+    pub exports: Vec<String>,
+    pub host_imports: Vec<String>,
+    /// `admitted`, or why the policy rejects the plugin before it runs.
+    pub admission: String,
+    /// The policy entry's settings, as text.
+    pub policy: String,
+}
+
+/// Inspects a plugin file against the policy. Its type is the file name
+/// without `.wasm`, as plugin lookup on `CNI_PATH` names it.
+pub fn inspect(path: &Path, policy_path: Option<&Path>) -> Result<PluginReport, Error> {
+    let policy = load_policy(policy_path)?;
+    let engine = crate::engine::PluginEngine::new(None)?;
+    let plugin = engine.load(path)?;
+    let plugin_type = path
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let entry = policy.for_plugin(&plugin_type);
+
+    let context = cniwasm_host_api::audit::AuditContext::default();
+    let admission = match crate::admission::admit(
+        &engine,
+        &plugin_type,
+        &plugin,
+        entry,
+        (&cniwasm_host_api::audit::AuditLog::disabled(), &context),
+    ) {
+        Ok(()) => "admitted".to_string(),
+        Err(error) => error.to_string(),
+    };
+
+    Ok(PluginReport {
+        path: path.display().to_string(),
+        plugin_type,
+        digest: format!("sha256:{}", plugin.digest),
+        exports: crate::engine::exports(engine.engine(), &plugin.component),
+        host_imports: crate::engine::host_imports(engine.engine(), &plugin.component),
+        admission,
+        policy: describe_policy(entry),
+    })
+}
+
+fn describe_policy(entry: &cniwasm_host_api::policy::PluginPolicy) -> String {
+    let imports = match &entry.imports {
+        Some(imports) => imports.iter().cloned().collect::<Vec<_>>().join(", "),
+        None => "all host interfaces".to_string(),
+    };
+    let sections = [
+        ("links", entry.links.is_some()),
+        ("addresses", entry.addresses.is_some()),
+        ("routes", entry.routes.is_some()),
+        ("sysctls", entry.sysctls.is_some()),
+        ("portMappings", entry.port_mappings.is_some()),
+        ("masquerade", entry.masquerade.is_some()),
+    ];
+    let restricted: Vec<&str> = sections
+        .iter()
+        .filter(|(_, present)| *present)
+        .map(|(name, _)| *name)
+        .collect();
+    let limits = &entry.limits;
+    format!(
+        "mode {:?}; imports: {imports}; restricted sections: {}; IPAM state directory: {}; limits: {} bytes of memory, {} ms, {} host calls, {} result bytes",
+        entry.mode,
+        if restricted.is_empty() {
+            "none (ownership rules only)".to_string()
+        } else {
+            restricted.join(", ")
+        },
+        if entry.ipam_state {
+            "granted"
+        } else {
+            "withheld"
+        },
+        limits.memory_bytes,
+        limits.deadline_ms,
+        limits.max_host_calls,
+        limits.max_result_bytes,
+    )
+}
+
+/// Filters for `cniwasm audit`; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub container: Option<String>,
+    pub plugin: Option<String>,
+    pub decision: Option<String>,
+}
+
+/// Reads the audit log and returns its records that pass `filter`, one
+/// line of text each. The log is the one named, or the policy's.
+pub fn audit(
+    file: Option<&Path>,
+    policy_path: Option<&Path>,
+    filter: &AuditFilter,
+) -> Result<Vec<String>, Error> {
+    let path = match file {
+        Some(path) => path.to_path_buf(),
+        None => load_policy(policy_path)?.audit_log.ok_or_else(|| {
+            Error::invalid(
+                codes::INVALID_ENVIRONMENT_VARIABLES,
+                "the policy sets no auditLog: name the audit log with --file",
+            )
+        })?,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|error| Error::Policy {
+        path: path.display().to_string(),
+        reason: format!("cannot read the audit log: {error}"),
+    })?;
+
+    let field = |record: &Value, key: &str| {
+        record
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut lines = Vec::new();
+    for line in text.lines().filter(|line| !line.trim().is_empty()) {
+        let Ok(record) = serde_json::from_str::<Value>(line) else {
+            lines.push(format!("(unparsable record) {line}"));
+            continue;
+        };
+        let wanted = filter
+            .container
+            .as_ref()
+            .is_none_or(|c| &field(&record, "containerId") == c)
+            && filter
+                .plugin
+                .as_ref()
+                .is_none_or(|p| &field(&record, "plugin") == p)
+            && filter
+                .decision
+                .as_ref()
+                .is_none_or(|d| &field(&record, "decision") == d);
+        if wanted {
+            lines.push(format_audit_record(&record, &field));
+        }
+    }
+    Ok(lines)
+}
+
+fn format_audit_record(record: &Value, field: &dyn Fn(&Value, &str) -> String) -> String {
+    let head = format!(
+        "{} {} {} {} {}",
+        field(record, "time"),
+        field(record, "command"),
+        field(record, "containerId"),
+        field(record, "ifname"),
+        field(record, "plugin"),
+    );
+    if field(record, "kind") == "plugin-call" {
+        let number = |key: &str| record.get(key).and_then(Value::as_u64).unwrap_or(0);
+        format!(
+            "{head} plugin-call outcome={} host_calls={} denials={} would_denials={} wall_us={} peak_memory={} {}",
+            field(record, "outcome"),
+            number("hostCalls"),
+            number("denials"),
+            number("wouldDenials"),
+            number("wallTimeUs"),
+            number("peakMemoryBytes"),
+            field(record, "message"),
+        )
+    } else {
+        format!(
+            "{head} {} {} decision={} rule={} outcome={}",
+            field(record, "operation"),
+            record
+                .get("arguments")
+                .map(Value::to_string)
+                .unwrap_or_default(),
+            field(record, "decision"),
+            field(record, "rule"),
+            field(record, "outcome"),
+        )
+    }
+}

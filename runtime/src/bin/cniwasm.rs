@@ -38,6 +38,32 @@ enum Command {
     Check(Target),
     /// Remove the container from NETWORK; safe to repeat
     Del(Target),
+    /// Show a plugin's digest, exports, host imports and what the policy allows it
+    Inspect {
+        /// Path of the plugin's .wasm file; its type is the file name without .wasm
+        plugin: PathBuf,
+        /// Policy file [default: /etc/cniwasm/policy.json if it exists, else the built-in policy]
+        #[arg(long, env = "CNIWASM_POLICY")]
+        policy: Option<PathBuf>,
+    },
+    /// Print audit records, optionally filtered
+    Audit {
+        /// Audit log to read [default: the policy's auditLog]
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Policy file whose auditLog to read
+        #[arg(long, env = "CNIWASM_POLICY")]
+        policy: Option<PathBuf>,
+        /// Only records of this container id
+        #[arg(long)]
+        container: Option<String>,
+        /// Only records of this plugin type
+        #[arg(long)]
+        plugin: Option<String>,
+        /// Only host calls with this decision: allow, deny or would-deny
+        #[arg(long)]
+        decision: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -109,6 +135,22 @@ fn main() -> ExitCode {
         Command::Add(target) => command::add(&target.options()).map(Some),
         Command::Check(target) => command::check(&target.options()).map(|()| None),
         Command::Del(target) => command::del(&target.options()).map(|()| None),
+        Command::Inspect { plugin, policy } => command::inspect(&plugin, policy.as_deref()).map(|report| {
+            Some(format!(
+                "plugin:      {}\ntype:        {}\ndigest:      {}\nexports:     {}\nhost imports: {}\nadmission:   {}\npolicy:      {}",
+                report.path,
+                report.plugin_type,
+                report.digest,
+                report.exports.join(", "),
+                report.host_imports.join(", "),
+                report.admission,
+                report.policy,
+            ))
+        }),
+        Command::Audit { file, policy, container, plugin, decision } => {
+            let filter = command::AuditFilter { container, plugin, decision };
+            command::audit(file.as_deref(), policy.as_deref(), &filter).map(|lines| Some(lines.join("\n")))
+        }
     };
 
     match outcome {
