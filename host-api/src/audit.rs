@@ -78,12 +78,22 @@ impl AuditLog {
     pub fn open(path: &Path) -> Result<Self, AuditError> {
         use std::os::unix::fs::OpenOptionsExt;
 
-        let error = |source| AuditError { path: path.to_path_buf(), source };
+        let error = |source| AuditError {
+            path: path.to_path_buf(),
+            source,
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(error)?;
         }
-        let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(error)?;
-        Ok(Self { file: Some(Arc::new(file)) })
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(error)?;
+        Ok(Self {
+            file: Some(Arc::new(file)),
+        })
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -106,7 +116,12 @@ impl AuditLog {
         let Some(file) = &self.file else { return };
 
         let mut line = serde_json::Map::new();
-        line.insert("time".into(), Value::String(humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()));
+        line.insert(
+            "time".into(),
+            Value::String(
+                humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+            ),
+        );
         line.insert("kind".into(), Value::String(kind.to_string()));
         merge(&mut line, context);
         merge(&mut line, record);
@@ -134,7 +149,12 @@ mod tests {
     use super::*;
 
     fn context() -> AuditContext {
-        AuditContext { invocation: "abc".into(), plugin: "bridge".into(), command: "ADD".into(), ..Default::default() }
+        AuditContext {
+            invocation: "abc".into(),
+            plugin: "bridge".into(),
+            command: "ADD".into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -154,7 +174,10 @@ mod tests {
         log.host_call(&context(), &record);
 
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["kind"], "host-call");
         assert_eq!(lines[0]["plugin"], "bridge");
@@ -169,7 +192,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         AuditLog::open(&path).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]
