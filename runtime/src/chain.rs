@@ -151,8 +151,11 @@ impl Runtime {
         let mut previous: Option<Value> = None;
         for (index, plugin) in list.plugins.iter().enumerate() {
             let config = inject(list, plugin, previous.as_ref(), &attachment.capability_args);
-            match self.call(&run, index, Command::Add, &config) {
-                Ok(output) => previous = Some(parse_plugin_result(&run, index, output)?),
+            let outcome = self
+                .call(&run, index, Command::Add, &config)
+                .and_then(|output| parse_plugin_result(&run, index, output));
+            match outcome {
+                Ok(result) => previous = Some(result),
                 Err(error) => {
                     self.roll_back(&run, index, previous.as_ref());
                     return Err(error);

@@ -1,0 +1,494 @@
+//! Policy, limits and audit against plugins written to misbehave: each runs
+//! after a working bridge + host-local, must fail with a CNI error naming the
+//! plugin and the limit or rule, leave the host namespace as it was, and be
+//! recorded in the audit log.
+
+use std::path::PathBuf;
+
+use cniwasm_integration_tests::{CliOutput, Netns, Scenario, plugin_dir, repo_root, require_root};
+use serde_json::{Value, json};
+
+/// Directory of the test-only misbehaving plugins.
+fn misbehaving_dir() -> PathBuf {
+    let dir = repo_root().join("plugins-wasm/out-test");
+    assert!(
+        dir.join("panic.wasm").is_file(),
+        "misbehaving plugins not built in {}: run `make build` first",
+        dir.display()
+    );
+    dir
+}
+
+fn cni_path() -> String {
+    format!("{}:{}", plugin_dir().display(), misbehaving_dir().display())
+}
+
+/// bridge + host-local, then the plugin `last`.
+fn chain(last: &str) -> String {
+    json!({
+        "cniVersion": "0.4.0",
+        "name": "polnet",
+        "plugins": [
+            {"type": "bridge", "bridge": "polbr", "isGateway": true, "ipMasq": true,
+             "ipam": {"type": "host-local", "subnet": "10.244.30.0/24", "routes": [{"dst": "0.0.0.0/0"}]}},
+            {"type": last}
+        ]
+    })
+    .to_string()
+}
+
+/// A policy that confines the misbehaving plugins, in `mode`, writing its
+/// audit log into the scenario's directory.
+fn policy(scenario: &Scenario, mode: &str) -> PathBuf {
+    let audit_log = scenario.dir.path().join("audit.log");
+    let text = json!({
+        "mode": mode,
+        "auditLog": audit_log,
+        "defaults": {
+            "portMappings": {"hostPorts": ["1024-65535"], "hostIPs": ["0.0.0.0", "127.0.0.1"], "protocols": ["tcp", "udp"]},
+            "limits": {"memoryBytes": 67108864, "deadlineMs": 1000, "maxHostCalls": 100, "maxResultBytes": 1048576}
+        },
+        "plugins": {
+            "huge-result": {"limits": {"memoryBytes": 1073741824, "deadlineMs": 10000, "maxHostCalls": 100, "maxResultBytes": 1048576}},
+            "extra-import": {"imports": ["log", "nat"]}
+        }
+    });
+    let path = scenario.dir.path().join("policy.json");
+    std::fs::write(&path, text.to_string()).unwrap();
+    path
+}
+
+struct Case {
+    scenario: Scenario,
+    container: Netns,
+    host_links: Vec<String>,
+    nat_rules: Vec<String>,
+    policy: PathBuf,
+}
+
+impl Case {
+    fn new(plugin: &str, mode: &str) -> Self {
+        let scenario = Scenario::new();
+        scenario.write_config("10-polnet.conflist", &chain(plugin));
+        let policy = policy(&scenario, mode);
+        let container = Netns::create("cwc");
+        let host_links = scenario.host.link_names();
+        let nat_rules = scenario.host.nat_rules();
+        Self {
+            scenario,
+            container,
+            host_links,
+            nat_rules,
+            policy,
+        }
+    }
+
+    fn run(&self, command: &str) -> CliOutput {
+        let cni_path = cni_path();
+        let policy = self.policy.display().to_string();
+        self.scenario.cniwasm(
+            &[command, "polnet", self.container.path().to_str().unwrap()],
+            &[("CNI_PATH", &cni_path), ("CNIWASM_POLICY", &policy)],
+        )
+    }
+
+    /// The audit log's records.
+    fn audit(&self) -> Vec<Value> {
+        let text =
+            std::fs::read_to_string(self.scenario.dir.path().join("audit.log")).unwrap_or_default();
+        text.lines()
+            .map(|line| serde_json::from_str(line).expect("every audit line is JSON"))
+            .collect()
+    }
+
+    /// Host-call records of `plugin` with `decision` and a rule starting with `rule`.
+    fn audited(&self, plugin: &str, decision: &str, rule: &str) -> Vec<Value> {
+        self.audit()
+            .into_iter()
+            .filter(|r| {
+                r["kind"] == "host-call" && r["plugin"] == plugin && r["decision"] == decision
+            })
+            .filter(|r| r["rule"].as_str().unwrap_or("").starts_with(rule))
+            .collect()
+    }
+
+    fn assert_rolled_back(&self) {
+        assert_eq!(
+            self.scenario.host.link_names(),
+            self.host_links,
+            "host links left behind"
+        );
+        assert_eq!(
+            self.scenario.host.nat_rules(),
+            self.nat_rules,
+            "NAT rules left behind"
+        );
+        assert_eq!(
+            self.container.link_names(),
+            vec!["lo".to_string()],
+            "container links left behind"
+        );
+        assert!(
+            self.scenario.reservations("polnet").is_empty(),
+            "reservations left behind"
+        );
+        assert!(
+            self.scenario.cache_files().is_empty(),
+            "cache files left behind"
+        );
+    }
+}
+
+/// Asserts a failed ADD with `code` whose message names the plugin and contains `needle`.
+fn assert_failure(output: &CliOutput, code: u64, plugin: &str, needle: &str) {
+    assert!(!output.status.success(), "ADD succeeded: {}", output.stdout);
+    let error = output.json();
+    assert_eq!(error["code"].as_u64(), Some(code), "{error}");
+    let text = format!(
+        "{} {}",
+        error["msg"].as_str().unwrap_or(""),
+        error["details"].as_str().unwrap_or("")
+    );
+    assert!(
+        text.contains(plugin),
+        "error does not name {plugin}: {text}"
+    );
+    assert!(
+        text.contains(needle),
+        "error does not contain {needle:?}: {text}"
+    );
+}
+
+#[test]
+fn endless_loop_hits_deadline() {
+    if !require_root() {
+        return;
+    }
+    let case = Case::new("spin-forever", "enforce");
+    assert_failure(&case.run("add"), 102, "spin-forever", "deadlineMs");
+    case.assert_rolled_back();
+    assert!(
+        case.audit()
+            .iter()
+            .any(|r| r["plugin"] == "spin-forever" && r["outcome"] == "deadline")
+    );
+}
+
+#[test]
+fn memory_growth_hits_limit() {
+    if !require_root() {
+        return;
+    }
+    let case = Case::new("grow-memory", "enforce");
+    assert_failure(&case.run("add"), 101, "grow-memory", "memoryBytes");
+    case.assert_rolled_back();
+    assert!(
+        case.audit()
+            .iter()
+            .any(|r| r["plugin"] == "grow-memory" && r["outcome"] == "memory")
+    );
+}
+
+#[test]
+fn huge_result_rejected() {
+    if !require_root() {
+        return;
+    }
+    let case = Case::new("huge-result", "enforce");
+    assert_failure(&case.run("add"), 103, "huge-result", "maxResultBytes");
+    case.assert_rolled_back();
+}
+
+#[test]
+fn panic_is_reported() {
+    if !require_root() {
+        return;
+    }
+    let case = Case::new("panic", "enforce");
+    assert_failure(&case.run("add"), 101, "panic", "panicked on purpose");
+    case.assert_rolled_back();
+}
+
+#[test]
+fn invalid_result_json_rejected() {
+    if !require_root() {
+        return;
+    }
+    let case = Case::new("bad-json", "enforce");
+    assert_failure(&case.run("add"), 103, "bad-json", "invalid result JSON");
+    case.assert_rolled_back();
+}
+
+#[test]
+fn files_and_sockets_unreachable() {
+    if !require_root() {
+        return;
+    }
+    let case = Case::new("open-files", "enforce");
+    // The plugin returns 198 when every attempt failed, 199 on an escape.
+    assert_failure(&case.run("add"), 198, "open-files", "passwd");
+    case.assert_rolled_back();
+}
+
+#[test]
+fn host_link_named_lo_denied() {
+    if !require_root() {
+        return;
+    }
+    let case = Case::new("host-link-lo", "enforce");
+    assert_failure(&case.run("add"), 100, "host-link-lo", "not a bridge");
+    case.assert_rolled_back();
+    assert!(
+        !case
+            .audited("host-link-lo", "deny", "ownership.hostLinks")
+            .is_empty(),
+        "{:#?}",
+        case.audit()
+    );
+}
+
+#[test]
+fn foreign_link_deletion_denied() {
+    if !require_root() {
+        return;
+    }
+    let case = Case::new("delete-foreign-link", "enforce");
+    assert_failure(&case.run("add"), 100, "delete-foreign-link", "lo");
+    case.assert_rolled_back();
+    assert!(
+        !case
+            .audited("delete-foreign-link", "deny", "ownership.hostLinks")
+            .is_empty()
+    );
+}
+
+#[test]
+fn port_22_denied() {
+    if !require_root() {
+        return;
+    }
+    let case = Case::new("port-22", "enforce");
+    assert_failure(&case.run("add"), 100, "port-22", "host port 22");
+    case.assert_rolled_back();
+    assert_eq!(
+        case.audited("port-22", "deny", "portMappings.hostPorts")
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn dnat_to_foreign_address_denied() {
+    if !require_root() {
+        return;
+    }
+    let case = Case::new("foreign-dnat", "enforce");
+    assert_failure(&case.run("add"), 100, "foreign-dnat", "10.99.99.99");
+    case.assert_rolled_back();
+    assert!(
+        !case
+            .audited("foreign-dnat", "deny", "ownership.containerAddress")
+            .is_empty()
+    );
+}
+
+#[test]
+fn shared_host_sysctl_denied() {
+    if !require_root() {
+        return;
+    }
+    let case = Case::new("bad-sysctl", "enforce");
+    // A value the plugin's write of 0 would change.
+    case.scenario
+        .host
+        .exec_ok(&["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=2"]);
+
+    assert_failure(&case.run("add"), 100, "bad-sysctl", "rp_filter");
+    case.assert_rolled_back();
+    assert!(
+        !case
+            .audited("bad-sysctl", "deny", "ownership.hostSysctls")
+            .is_empty()
+    );
+    let rp_filter = case
+        .scenario
+        .host
+        .exec_ok(&["cat", "/proc/sys/net/ipv4/conf/all/rp_filter"]);
+    assert_eq!(rp_filter.trim(), "2", "the denied sysctl was written");
+}
+
+#[test]
+fn ungranted_import_rejected_at_load() {
+    if !require_root() {
+        return;
+    }
+    let case = Case::new("extra-import", "enforce");
+    assert_failure(&case.run("add"), 106, "extra-import", "imports");
+    case.assert_rolled_back();
+    let rejected = case
+        .audit()
+        .into_iter()
+        .filter(|r| r["plugin"] == "extra-import" && r["outcome"] == "rejected")
+        .count();
+    assert_eq!(rejected, 1);
+    // Rejected before anything ran: not even bridge made a host call.
+    assert!(
+        case.audit().iter().all(|r| r["kind"] != "host-call"),
+        "host calls ran before the rejection"
+    );
+}
+
+#[test]
+fn audit_mode_lets_policy_violations_through() {
+    if !require_root() {
+        return;
+    }
+    let case = Case::new("port-22", "audit");
+    case.run("add").assert_success();
+
+    let would_deny = case.audited("port-22", "would-deny", "portMappings.hostPorts");
+    assert_eq!(would_deny.len(), 1, "{:#?}", case.audit());
+    assert!(
+        case.scenario
+            .host
+            .nat_rules()
+            .iter()
+            .any(|rule| rule.contains("--dport 22 ")),
+        "the mapping was not installed"
+    );
+
+    case.run("del").assert_success();
+    let mut expected = case.host_links.clone();
+    expected.push("polbr".to_string());
+    assert_eq!(
+        case.scenario.host.link_names(),
+        expected,
+        "DEL keeps only the shared bridge"
+    );
+    // The port 22 rules stay: removing them is the plugin's DEL's job, and
+    // this misbehaving plugin's DEL does nothing.
+    assert!(case.scenario.reservations("polnet").is_empty());
+}
+
+#[test]
+fn audit_mode_still_enforces_ownership() {
+    if !require_root() {
+        return;
+    }
+    for plugin in [
+        "host-link-lo",
+        "delete-foreign-link",
+        "foreign-dnat",
+        "bad-sysctl",
+    ] {
+        let case = Case::new(plugin, "audit");
+        let output = case.run("add");
+        assert_failure(&output, 100, plugin, "");
+        case.assert_rolled_back();
+        assert!(
+            !case.audited(plugin, "deny", "ownership.").is_empty(),
+            "{plugin}: {:#?}",
+            case.audit()
+        );
+    }
+}
+
+#[test]
+fn digest_mismatch_refuses_plugin() {
+    if !require_root() {
+        return;
+    }
+    let case = Case::new("panic", "enforce");
+    let pinned = json!({"plugins": {"bridge": {"digest": format!("sha256:{}", "0".repeat(64))}}});
+    std::fs::write(&case.policy, pinned.to_string()).unwrap();
+
+    assert_failure(&case.run("add"), 106, "bridge", "digest");
+    case.assert_rolled_back();
+}
+
+#[test]
+fn invalid_policy_runs_nothing() {
+    if !require_root() {
+        return;
+    }
+    let case = Case::new("panic", "enforce");
+    std::fs::write(
+        &case.policy,
+        r#"{"plugins": {"bridge": {"portMappings": {"hostPorts": ["9-1"]}}}}"#,
+    )
+    .unwrap();
+
+    let output = case.run("add");
+    assert!(!output.status.success());
+    assert_eq!(output.json()["code"], json!(107));
+    assert!(
+        output.json()["msg"]
+            .as_str()
+            .unwrap()
+            .contains("plugins.bridge.portMappings.hostPorts[0]"),
+        "{}",
+        output.stdout
+    );
+    case.assert_rolled_back();
+}
+
+#[test]
+fn concurrent_adds_write_whole_audit_lines() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    scenario.write_config(
+        "10-polnet.conflist",
+        &chain("portmap").replace(
+            "\"type\":\"portmap\"",
+            "\"type\":\"portmap\",\"capabilities\":{\"portMappings\":true}",
+        ),
+    );
+    let policy = policy(&scenario, "enforce").display().to_string();
+    let containers: Vec<Netns> = (0..8).map(|_| Netns::create("cwc")).collect();
+
+    let cni_path = cni_path();
+    std::thread::scope(|threads| {
+        for container in &containers {
+            let (scenario, policy, cni_path) = (&scenario, &policy, &cni_path);
+            threads.spawn(move || {
+                let netns = container.path();
+                scenario
+                    .cniwasm(
+                        &["add", "polnet", netns.to_str().unwrap()],
+                        &[("CNI_PATH", cni_path), ("CNIWASM_POLICY", policy)],
+                    )
+                    .assert_success();
+            });
+        }
+    });
+
+    let text = std::fs::read_to_string(scenario.dir.path().join("audit.log")).unwrap();
+    let records: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a torn audit line"))
+        .collect();
+    let summaries = records
+        .iter()
+        .filter(|r| r["kind"] == "plugin-call" && r["outcome"] == "ok")
+        .count();
+    assert_eq!(
+        summaries,
+        8 * 3,
+        "bridge, host-local and portmap for each of 8 ADDs"
+    );
+    let mut reservations = scenario.reservations("polnet");
+    reservations.dedup();
+    assert_eq!(reservations.len(), 8);
+
+    for container in &containers {
+        let netns = container.path();
+        scenario
+            .cniwasm(
+                &["del", "polnet", netns.to_str().unwrap()],
+                &[("CNI_PATH", &cni_path), ("CNIWASM_POLICY", &policy)],
+            )
+            .assert_success();
+    }
+}
