@@ -492,3 +492,93 @@ fn concurrent_adds_write_whole_audit_lines() {
             .assert_success();
     }
 }
+
+#[test]
+fn audit_command_filters_records() {
+    if !require_root() {
+        return;
+    }
+    let case = Case::new("port-22", "enforce");
+    assert!(!case.run("add").status.success());
+    let policy = case.policy.display().to_string();
+
+    let denied = case
+        .scenario
+        .cniwasm(&["audit", "--policy", &policy, "--decision", "deny"], &[]);
+    denied.assert_success();
+    let lines: Vec<&str> = denied.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", denied.stdout);
+    assert!(
+        lines[0].contains("port-22") && lines[0].contains("rule=portMappings.hostPorts"),
+        "{}",
+        lines[0]
+    );
+
+    let bridge = case
+        .scenario
+        .cniwasm(&["audit", "--policy", &policy, "--plugin", "bridge"], &[]);
+    bridge.assert_success();
+    assert!(bridge.stdout.lines().count() > 5, "{}", bridge.stdout);
+    assert!(
+        bridge.stdout.lines().all(|line| line.contains(" bridge ")),
+        "{}",
+        bridge.stdout
+    );
+
+    let other = case.scenario.cniwasm(
+        &[
+            "audit",
+            "--policy",
+            &policy,
+            "--container",
+            "no-such-container",
+        ],
+        &[],
+    );
+    other.assert_success();
+    assert!(other.stdout.trim().is_empty(), "{}", other.stdout);
+}
+
+#[test]
+fn inspect_reports_imports_and_admission() {
+    if !require_root() {
+        return;
+    }
+    let case = Case::new("extra-import", "enforce");
+    let policy = case.policy.display().to_string();
+    let plugin = misbehaving_dir().join("extra-import.wasm");
+
+    let output = case.scenario.cniwasm(
+        &["inspect", plugin.to_str().unwrap(), "--policy", &policy],
+        &[],
+    );
+    output.assert_success();
+    assert!(
+        output.stdout.contains("digest:      sha256:"),
+        "{}",
+        output.stdout
+    );
+    assert!(
+        output
+            .stdout
+            .contains("host imports: link, address, route, sysctl, nat, ipam, log"),
+        "{}",
+        output.stdout
+    );
+    assert!(
+        output.stdout.contains("rejected by policy"),
+        "{}",
+        output.stdout
+    );
+
+    let bridge = plugin_dir().join("bridge.wasm");
+    let output = case.scenario.cniwasm(
+        &["inspect", bridge.to_str().unwrap(), "--policy", &policy],
+        &[],
+    );
+    assert!(
+        output.stdout.contains("admission:   admitted"),
+        "{}",
+        output.stdout
+    );
+}
