@@ -157,6 +157,38 @@ pub fn read(cache_dir: &Path, key: CacheKey<'_>) -> Result<Option<CachedAttachme
         })
 }
 
+/// Lists the attachments of `network` cached in `cniCacheV1` form, in file
+/// name order. Unreadable files are skipped with a warning, as libcni skips them.
+pub fn list_attachments(cache_dir: &Path, network: &str) -> Vec<CachedAttachment> {
+    let dir = cache_dir.join("results");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<PathBuf> = entries
+        .filter_map(|entry| Some(entry.ok()?.path()))
+        .collect();
+    names.sort();
+
+    let mut attachments = Vec::new();
+    for path in names {
+        let parsed = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<CachedAttachment>(&bytes).ok());
+        match parsed {
+            Some(cached)
+                if cached.kind == KIND
+                    && cached.network_name == network
+                    && !cached.ifname.is_empty() =>
+            {
+                attachments.push(cached)
+            }
+            Some(_) => {}
+            None => tracing::warn!(path = %path.display(), "skipping unreadable result cache"),
+        }
+    }
+    attachments
+}
+
 /// Removes the cache file; a missing file is not an error.
 pub fn remove(cache_dir: &Path, key: CacheKey<'_>) -> Result<(), CacheError> {
     let path = cache_path(cache_dir, key);

@@ -260,6 +260,113 @@ impl Runtime {
         Ok(())
     }
 
+    /// Garbage-collects the network as libcni does: a full DEL of every cached
+    /// attachment of this network that is not in `valid` (all of them when
+    /// `valid` is `None`), then, for lists of version 1.1.0 and later, GC on
+    /// every plugin with the valid attachments. Errors are collected, not
+    /// fatal; `disableGC` turns it all off.
+    pub fn gc(
+        &self,
+        list: &NetworkConfigList,
+        valid: Option<&[(String, String)]>,
+    ) -> Result<(), Error> {
+        if list.disable_gc {
+            return Ok(());
+        }
+
+        let mut errors = Vec::new();
+        for cached in cache::list_attachments(&self.options.cache_dir, &list.name) {
+            let still_valid = valid.is_some_and(|valid| {
+                valid
+                    .iter()
+                    .any(|(id, ifname)| *id == cached.container_id && *ifname == cached.ifname)
+            });
+            if still_valid {
+                continue;
+            }
+            let attachment = Attachment {
+                container_id: cached.container_id.clone(),
+                netns: (!cached.netns.is_empty()).then(|| PathBuf::from(&cached.netns)),
+                ifname: cached.ifname.clone(),
+                args: cached.cni_args.clone(),
+                capability_args: cached.capability_args.clone(),
+            };
+            if let Err(error) = self.del(list, &attachment) {
+                errors.push(error);
+            }
+        }
+
+        if version_at_least(&list.cni_version, "1.1.0") {
+            let valid_json: Vec<Value> = valid
+                .unwrap_or_default()
+                .iter()
+                .map(|(id, ifname)| serde_json::json!({"containerID": id, "ifname": ifname}))
+                .collect();
+            errors.extend(
+                self.run_without_attachment(list, Command::Gc, Some(&valid_json))
+                    .err(),
+            );
+        }
+
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(Error::Many { errors }),
+        }
+    }
+
+    /// Asks every plugin, in order, whether the network can serve ADD; lists
+    /// older than 1.1.0 have no STATUS and succeed at once. The first error
+    /// is returned with the plugin's code (50 or 51 by convention).
+    pub fn status(&self, list: &NetworkConfigList) -> Result<(), Error> {
+        if !version_at_least(&list.cni_version, "1.1.0") {
+            return Ok(());
+        }
+        self.run_without_attachment(list, Command::Status, None)
+    }
+
+    /// Runs GC or STATUS on every plugin in order, with only `name` and
+    /// `cniVersion` injected (and the valid attachments for GC). GC goes on
+    /// past failures; STATUS stops at the first.
+    fn run_without_attachment(
+        &self,
+        list: &NetworkConfigList,
+        command: Command,
+        valid: Option<&[Value]>,
+    ) -> Result<(), Error> {
+        let attachment = Attachment::default();
+        let run = self.prepare(list, &attachment, None, command)?;
+
+        let mut errors = Vec::new();
+        for (index, plugin) in list.plugins.iter().enumerate() {
+            let mut config = plugin.raw.clone();
+            config.insert("name".into(), Value::String(list.name.clone()));
+            config.insert("cniVersion".into(), Value::String(list.cni_version.clone()));
+            config.remove("prevResult");
+            config.remove("runtimeConfig");
+            if let Some(valid) = valid {
+                // libcni sets both keys: the specification once named the second.
+                config.insert(
+                    "cni.dev/valid-attachments".into(),
+                    Value::Array(valid.to_vec()),
+                );
+                config.insert("cni.dev/attachments".into(), Value::Array(valid.to_vec()));
+            }
+            let config = serde_json::to_string(&config).expect("a JSON object always serialises");
+
+            match self.call(&run, index, command, &config) {
+                Ok(_) => {}
+                Err(error) if command == Command::Status => return Err(error),
+                Err(error) => errors.push(error),
+            }
+        }
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(Error::Many { errors }),
+        }
+    }
+
     /// Loads every plugin before anything runs, so a missing plugin fails the
     /// operation with no kernel change, then opens the kernel.
     fn prepare<'a>(

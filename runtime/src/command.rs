@@ -82,6 +82,23 @@ pub fn check(options: &CommandOptions) -> Result<(), Error> {
     runtime.check(&list, &attachment)
 }
 
+/// Runs GC as cnitool does: every cached attachment of the network is
+/// deleted (no attachment is listed as valid), then plugin GC runs for lists
+/// of version 1.1.0 and later. The namespace path is not used.
+pub fn gc(options: &CommandOptions) -> Result<(), Error> {
+    let runtime = new_runtime(options)?;
+    let list = load_network(&options.netconf_path, &options.network)?;
+    runtime.gc(&list, None)
+}
+
+/// Runs STATUS on every plugin of the network (lists of version 1.1.0 and
+/// later; older lists succeed at once).
+pub fn status(options: &CommandOptions) -> Result<(), Error> {
+    let runtime = new_runtime(options)?;
+    let list = load_network(&options.netconf_path, &options.network)?;
+    runtime.status(&list)
+}
+
 fn prepare(options: &CommandOptions) -> Result<(Runtime, Attachment), Error> {
     let netns = std::path::absolute(&options.netns).map_err(|error| {
         Error::invalid(
@@ -101,6 +118,10 @@ fn prepare(options: &CommandOptions) -> Result<(Runtime, Attachment), Error> {
         capability_args: parse_cap_args(options.cap_args.as_deref())?,
     };
 
+    Ok((new_runtime(options)?, attachment))
+}
+
+fn new_runtime(options: &CommandOptions) -> Result<Runtime, Error> {
     let runtime_options = RuntimeOptions {
         plugin_path: split_path(&options.cni_path),
         cache_dir: options.cache_dir.clone(),
@@ -108,8 +129,7 @@ fn prepare(options: &CommandOptions) -> Result<(Runtime, Attachment), Error> {
         compile_cache: options.compile_cache.clone(),
         policy: Arc::new(load_policy(options.policy.as_deref())?),
     };
-    let runtime = Runtime::new(runtime_options, Arc::new(LinuxKernelFactory))?;
-    Ok((runtime, attachment))
+    Runtime::new(runtime_options, Arc::new(LinuxKernelFactory))
 }
 
 /// Derives the container id from the namespace path as cnitool does:

@@ -51,6 +51,7 @@ pub struct NetworkConfigList {
     pub name: String,
     pub cni_version: String,
     pub disable_check: bool,
+    pub disable_gc: bool,
     pub plugins: Vec<PluginConfig>,
     /// The file's bytes, stored in the result cache as libcni stores them.
     pub bytes: Vec<u8>,
@@ -165,6 +166,9 @@ pub fn parse_list(
         .unwrap_or_default();
     cniwasm_types::Version::parse(&cni_version).map_err(|error| invalid(error.to_string()))?;
     let disable_check = bool_field(object, "disableCheck").map_err(&invalid)?;
+    let disable_gc = bool_field(object, "disableGC").map_err(&invalid)?;
+    let cni_version =
+        negotiate_version(&cni_version, object.get("cniVersions")).map_err(&invalid)?;
 
     let plugins = match object.get("plugins") {
         Some(Value::Array(plugins)) if plugins.is_empty() => {
@@ -195,6 +199,7 @@ pub fn parse_list(
         name,
         cni_version,
         disable_check,
+        disable_gc,
         plugins: parsed,
         bytes,
         path: path.to_path_buf(),
@@ -222,6 +227,7 @@ fn parse_single_plugin_file(path: &Path) -> Result<NetworkConfigList, ConfigErro
         name,
         cni_version,
         disable_check: false,
+        disable_gc: false,
         plugins: vec![plugin],
         bytes,
         path: path.to_path_buf(),
@@ -257,6 +263,46 @@ fn parse_plugin(value: &Value) -> Result<PluginConfig, String> {
         capabilities,
         raw: raw.clone(),
     })
+}
+
+/// The newest CNI version cniwasm supports that the list offers
+/// (`cniVersion` and `cniVersions` together), as the specification requires.
+/// Without `cniVersions`, `cniVersion` is used as written.
+fn negotiate_version(cni_version: &str, versions: Option<&Value>) -> Result<String, String> {
+    let offered = match versions {
+        None | Some(Value::Null) => return Ok(cni_version.to_string()),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err("invalid \"cniVersions\": expected an array of version strings".into());
+        }
+    };
+
+    let newest_supported = *cniwasm_types::SUPPORTED_VERSIONS
+        .last()
+        .expect("the list is not empty");
+    let mut best: Option<String> = None;
+    let candidates = offered
+        .iter()
+        .chain((!cni_version.is_empty()).then_some(&Value::Null));
+    for item in candidates {
+        let text = match item {
+            Value::String(text) => text.as_str(),
+            Value::Null => cni_version,
+            _ => {
+                return Err("invalid \"cniVersions\": expected an array of version strings".into());
+            }
+        };
+        let parsed = cniwasm_types::Version::parse(text).map_err(|error| error.to_string())?;
+        let supported =
+            parsed <= cniwasm_types::Version::parse(newest_supported).expect("a valid constant");
+        let better = best
+            .as_deref()
+            .is_none_or(|best| parsed > cniwasm_types::Version::parse(best).expect("checked"));
+        if supported && better {
+            best = Some(text.to_string());
+        }
+    }
+    best.ok_or_else(|| format!("none of the offered versions {offered:?} is supported; cniwasm supports up to {newest_supported}"))
 }
 
 fn string_field(object: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
@@ -391,6 +437,29 @@ mod tests {
         assert!(check_name("").is_err());
         assert!(check_name("-x").is_err());
         assert!(check_name("a/b").is_err());
+    }
+
+    #[test]
+    fn cni_versions_pick_highest_supported() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "1.conflist",
+            r#"{"name":"x","cniVersion":"0.4.0","cniVersions":["1.0.0","9.9.9","0.3.1"],"plugins":[{"type":"a"}]}"#,
+        );
+        assert_eq!(load_network(dir.path(), "x").unwrap().cni_version, "1.0.0");
+    }
+
+    #[test]
+    fn cni_versions_without_supported_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "1.conflist",
+            r#"{"name":"x","cniVersions":["9.0.0"],"plugins":[{"type":"a"}]}"#,
+        );
+        let error = load_network(dir.path(), "x").unwrap_err();
+        assert!(error.to_string().contains("9.0.0"), "{error}");
     }
 
     #[test]

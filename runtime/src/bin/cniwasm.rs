@@ -38,6 +38,10 @@ enum Command {
     Check(Target),
     /// Remove the container from NETWORK; safe to repeat
     Del(Target),
+    /// Delete every cached attachment of NETWORK, then run plugin GC (cniVersion 1.1.0 or later); NETNS is ignored
+    Gc(Target),
+    /// Ask NETWORK's plugins whether they can serve ADD (cniVersion 1.1.0 or later); NETNS is ignored
+    Status(Target),
     /// Show a plugin's digest, exports, host imports and what the policy allows it
     Inspect {
         /// Path of the plugin's .wasm file; its type is the file name without .wasm
@@ -135,6 +139,8 @@ fn main() -> ExitCode {
         Command::Add(target) => command::add(&target.options()).map(Some),
         Command::Check(target) => command::check(&target.options()).map(|()| None),
         Command::Del(target) => command::del(&target.options()).map(|()| None),
+        Command::Gc(target) => command::gc(&target.options()).map(|()| None),
+        Command::Status(target) => command::status(&target.options()).map(|()| None),
         Command::Inspect { plugin, policy } => command::inspect(&plugin, policy.as_deref()).map(|report| {
             Some(format!(
                 "plugin:      {}\ntype:        {}\ndigest:      {}\nexports:     {}\nhost imports: {}\nadmission:   {}\npolicy:      {}",

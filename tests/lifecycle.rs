@@ -1,0 +1,203 @@
+//! GC, STATUS, version negotiation and DEL with a damaged or missing cache,
+//! against the real kernel in throwaway namespaces.
+
+use cniwasm_integration_tests::{Netns, Scenario, require_root};
+use serde_json::json;
+
+fn list(version: &str, extra: serde_json::Value) -> String {
+    let mut list = json!({
+        "cniVersion": version,
+        "name": "lifenet",
+        "plugins": [
+            {"type": "bridge", "bridge": "lifebr", "isGateway": true, "ipMasq": true,
+             "ipam": {"type": "host-local", "subnet": "10.244.40.0/24", "routes": [{"dst": "0.0.0.0/0"}]}},
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]
+    });
+    for (key, value) in extra.as_object().unwrap() {
+        list[key] = value.clone();
+    }
+    list.to_string()
+}
+
+const CAP_ARGS: &str =
+    r#"{"portMappings":[{"hostPort":9191,"containerPort":80,"protocol":"tcp"}]}"#;
+
+fn add(scenario: &Scenario, container: &Netns) -> serde_json::Value {
+    let output = scenario.cniwasm(
+        &["add", "lifenet", container.path().to_str().unwrap()],
+        &[("CAP_ARGS", CAP_ARGS)],
+    );
+    output.assert_success();
+    output.json()
+}
+
+#[test]
+fn gc_deletes_every_cached_attachment() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    scenario.write_config("10-lifenet.conflist", &list("1.1.0", json!({})));
+    let containers = [Netns::create("cwc"), Netns::create("cwc")];
+    let links_before = scenario.host.link_names();
+    for container in &containers {
+        add(&scenario, container);
+    }
+    assert_eq!(scenario.reservations("lifenet").len(), 2);
+    assert_eq!(scenario.cache_files().len(), 2);
+
+    scenario
+        .cniwasm(
+            &["gc", "lifenet", containers[0].path().to_str().unwrap()],
+            &[],
+        )
+        .assert_success();
+
+    assert!(scenario.reservations("lifenet").is_empty());
+    assert!(scenario.cache_files().is_empty());
+    assert_eq!(
+        scenario.host.link_names().len(),
+        links_before.len() + 1,
+        "only the bridge stays"
+    );
+    for container in &containers {
+        assert_eq!(container.link_names(), vec!["lo".to_string()]);
+    }
+    assert!(
+        !scenario
+            .host
+            .nat_rules()
+            .iter()
+            .any(|rule| rule.contains("10.244.40."))
+    );
+}
+
+#[test]
+fn gc_disabled_keeps_attachments() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    scenario.write_config(
+        "10-lifenet.conflist",
+        &list("1.1.0", json!({"disableGC": true})),
+    );
+    let container = Netns::create("cwc");
+    add(&scenario, &container);
+
+    scenario
+        .cniwasm(&["gc", "lifenet", container.path().to_str().unwrap()], &[])
+        .assert_success();
+
+    assert_eq!(scenario.reservations("lifenet").len(), 1);
+    assert_eq!(scenario.cache_files().len(), 1);
+    scenario
+        .cniwasm(&["del", "lifenet", container.path().to_str().unwrap()], &[])
+        .assert_success();
+}
+
+#[test]
+fn status_succeeds_for_1_1_0() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    scenario.write_config("10-lifenet.conflist", &list("1.1.0", json!({})));
+    let container = Netns::create("cwc");
+    scenario
+        .cniwasm(
+            &["status", "lifenet", container.path().to_str().unwrap()],
+            &[],
+        )
+        .assert_success();
+}
+
+#[test]
+fn cni_versions_pick_highest() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    scenario.write_config(
+        "10-lifenet.conflist",
+        &list("0.3.0", json!({"cniVersions": ["1.0.0", "1.1.0", "2.0.0"]})),
+    );
+    let container = Netns::create("cwc");
+
+    let result = add(&scenario, &container);
+
+    assert_eq!(result["cniVersion"], json!("1.1.0"));
+    assert_eq!(
+        result["ips"][0].get("version"),
+        None,
+        "1.x results have no ips[].version"
+    );
+    scenario
+        .cniwasm(&["del", "lifenet", container.path().to_str().unwrap()], &[])
+        .assert_success();
+}
+
+/// Replaces the single cache file with `content`, or removes it for `None`.
+fn damage_cache(scenario: &Scenario, content: Option<&str>) {
+    let files = scenario.cache_files();
+    assert_eq!(files.len(), 1);
+    let path = scenario.cache_dir().join("results").join(&files[0]);
+    match content {
+        Some(text) => std::fs::write(&path, text).unwrap(),
+        None => std::fs::remove_file(&path).unwrap(),
+    }
+}
+
+#[test]
+fn del_cleans_up_with_damaged_or_missing_cache() {
+    if !require_root() {
+        return;
+    }
+    for (label, content) in [
+        ("empty", Some("")),
+        ("truncated", Some("{\"kind\":\"cniCacheV1\",\"contai")),
+        ("missing", None),
+    ] {
+        let scenario = Scenario::new();
+        scenario.write_config("10-lifenet.conflist", &list("0.4.0", json!({})));
+        let container = Netns::create("cwc");
+        let links_before = scenario.host.link_names();
+        add(&scenario, &container);
+        damage_cache(&scenario, content);
+
+        // The capability arguments come with the DEL, as the cache cannot supply them.
+        scenario
+            .cniwasm(
+                &["del", "lifenet", container.path().to_str().unwrap()],
+                &[("CAP_ARGS", CAP_ARGS)],
+            )
+            .assert_success();
+
+        assert!(
+            scenario.reservations("lifenet").is_empty(),
+            "{label}: reservation left"
+        );
+        assert!(
+            scenario.cache_files().is_empty(),
+            "{label}: cache file left"
+        );
+        assert_eq!(
+            container.link_names(),
+            vec!["lo".to_string()],
+            "{label}: container link left"
+        );
+        assert_eq!(
+            scenario.host.link_names().len(),
+            links_before.len() + 1,
+            "{label}: host links left"
+        );
+        let rules = scenario.host.nat_rules();
+        assert!(
+            !rules
+                .iter()
+                .any(|rule| rule.contains("10.244.40.") || rule.contains("CNI-DN-")),
+            "{label}: {rules:#?}"
+        );
+    }
+}
