@@ -184,3 +184,88 @@ fn static_route_bad_dst_rolls_back() {
     assert!(scenario.reservations(NETWORK).is_empty());
     assert!(scenario.cache_files().is_empty());
 }
+
+#[test]
+fn static_route_under_restrictive_policy() {
+    if !require_root() {
+        return;
+    }
+    let scenario = example_scenario();
+    let container = Netns::create("cwc");
+    let audit_log = scenario.dir.path().join("audit.log");
+    let policy_text =
+        std::fs::read_to_string(repo_root().join("examples/policies/static-route-policy.json"))
+            .unwrap()
+            .replace("/var/log/cniwasm/audit.log", audit_log.to_str().unwrap());
+    let policy = scenario.dir.path().join("policy.json");
+    std::fs::write(&policy, policy_text).unwrap();
+    let cni_path = cni_path();
+    let env = [
+        ("CNI_PATH", cni_path.as_str()),
+        ("CNIWASM_POLICY", policy.to_str().unwrap()),
+    ];
+    let netns = container.path();
+
+    scenario
+        .cniwasm(&["add", NETWORK, netns.to_str().unwrap()], &env)
+        .assert_success();
+
+    // The audit log shows exactly the plugin's two calls, both allowed.
+    let records: Vec<Value> = std::fs::read_to_string(&audit_log)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .filter(|record: &Value| record["plugin"] == "static-route")
+        .collect();
+    let calls: Vec<(String, String)> = records
+        .iter()
+        .filter(|record| record["kind"] == "host-call")
+        .map(|record| {
+            (
+                record["operation"].as_str().unwrap().to_string(),
+                record["decision"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        vec![
+            ("route.add".to_string(), "allow".to_string()),
+            ("sysctl.set".to_string(), "allow".to_string())
+        ],
+        "{records:#?}"
+    );
+    let summary = records
+        .iter()
+        .find(|record| record["kind"] == "plugin-call")
+        .expect("a plugin-call record");
+    assert_eq!(summary["outcome"], json!("ok"));
+    assert_eq!(summary["hostCalls"], json!(2));
+
+    scenario
+        .cniwasm(&["del", NETWORK, netns.to_str().unwrap()], &env)
+        .assert_success();
+
+    // A route outside the policy's subnets is denied, and the chain rolls back.
+    let path = repo_root().join("examples/static-route/mynet-static-route.conflist");
+    let conflist = std::fs::read_to_string(path)
+        .unwrap()
+        .replace("10.250.0.0/16", "10.251.0.0/16");
+    scenario.write_config("10-mynet.conflist", &conflist);
+    let output = scenario.cniwasm(&["add", NETWORK, netns.to_str().unwrap()], &env);
+    assert!(
+        !output.status.success(),
+        "a route outside 10.250.0.0/16 was allowed"
+    );
+    assert_eq!(output.json()["code"], json!(100), "{}", output.stdout);
+    assert!(
+        output.json()["msg"]
+            .as_str()
+            .unwrap()
+            .contains("routes.container"),
+        "{}",
+        output.stdout
+    );
+    assert_eq!(container.link_names(), vec!["lo"]);
+    assert!(scenario.reservations(NETWORK).is_empty());
+}
