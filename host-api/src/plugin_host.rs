@@ -54,7 +54,8 @@ pub type CreatedLinks = Arc<Mutex<Vec<String>>>;
 
 /// What the host needs to serve one plugin invocation.
 pub struct HostContext {
-    kernel: Arc<Mutex<Kernel>>,
+    /// `None` for an idle context, which serves no host call.
+    kernel: Option<Arc<Mutex<Kernel>>>,
     owner: Owner,
     plugin: String,
     delegate: Arc<dyn IpamDelegate>,
@@ -99,7 +100,7 @@ struct Call<'a> {
 impl HostContext {
     pub fn new(options: HostContextOptions) -> Self {
         Self {
-            kernel: options.kernel,
+            kernel: Some(options.kernel),
             owner: options.owner,
             plugin: options.plugin,
             delegate: options.delegate,
@@ -107,6 +108,42 @@ impl HostContext {
             policy: options.policy,
             audit: options.audit,
             audit_context: options.audit_context,
+            counters: CallCounters::default(),
+        }
+    }
+
+    /// A host side that denies every request: for exports such as
+    /// `supported-versions` that need an instance but no kernel.
+    pub fn idle() -> Self {
+        struct Refuse;
+        impl IpamDelegate for Refuse {
+            fn run_ipam(
+                &self,
+                _command: IpamCommand,
+            ) -> Result<Option<String>, cniwasm_types::CniError> {
+                Err(cniwasm_types::CniError::new(
+                    cniwasm_types::codes::INTERNAL,
+                    "IPAM is not available here",
+                ))
+            }
+        }
+        let policy = PluginPolicy {
+            imports: Some(Default::default()),
+            ..PluginPolicy::default()
+        };
+        Self {
+            kernel: None,
+            owner: Owner {
+                network: String::new(),
+                container_id: String::new(),
+                ifname: String::new(),
+            },
+            plugin: String::new(),
+            delegate: Arc::new(Refuse),
+            created_links: CreatedLinks::default(),
+            policy: Arc::new(policy),
+            audit: AuditLog::disabled(),
+            audit_context: AuditContext::default(),
             counters: CallCounters::default(),
         }
     }
@@ -131,7 +168,11 @@ impl HostContext {
     ) -> wasmtime::Result<Result<T, HostError>> {
         self.count_call(&call)?;
         let started = Instant::now();
-        let kernel = self.kernel.clone();
+        let Some(kernel) = self.kernel.clone() else {
+            return Ok(Err(HostError::Denied(
+                "this call serves no host requests".into(),
+            )));
+        };
         let mut kernel = kernel
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());

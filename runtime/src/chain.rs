@@ -260,6 +260,45 @@ impl Runtime {
         Ok(())
     }
 
+    /// Runs one plugin as an exec-protocol plugin would run: `config` is the
+    /// configuration exactly as the calling runtime wrote it, with nothing
+    /// injected, no result cache and no rollback (the caller runs DEL).
+    pub fn run_single(
+        &self,
+        list: &NetworkConfigList,
+        attachment: &Attachment,
+        command: Command,
+        config: &str,
+    ) -> Result<Option<String>, Error> {
+        let netns = match command {
+            Command::Add | Command::Check => {
+                let netns = attachment.netns.as_deref().ok_or_else(|| {
+                    Error::invalid(
+                        codes::INVALID_ENVIRONMENT_VARIABLES,
+                        "required env variables [CNI_NETNS] missing",
+                    )
+                })?;
+                check_netns_exists(netns)?;
+                Some(netns)
+            }
+            _ => attachment.netns.as_deref().filter(|path| path.exists()),
+        };
+        let run = self.prepare(list, attachment, netns, command)?;
+        self.call(&run, 0, command, config)
+    }
+
+    /// The CNI versions a plugin declares through its `supported-versions`
+    /// export.
+    pub fn supported_versions(&self, plugin_type: &str) -> Result<Vec<String>, Error> {
+        let plugin = self.locator().load(&self.engine, plugin_type)?;
+        sandbox::supported_versions(&self.engine, &plugin).map_err(|source| Error::Plugin {
+            command: "version",
+            index: 0,
+            plugin_type: plugin_type.to_string(),
+            source: Box::new(source),
+        })
+    }
+
     /// Garbage-collects the network as libcni does: a full DEL of every cached
     /// attachment of this network that is not in `valid` (all of them when
     /// `valid` is `None`), then, for lists of version 1.1.0 and later, GC on

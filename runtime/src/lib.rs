@@ -11,6 +11,7 @@ pub mod command;
 pub mod config;
 pub mod engine;
 mod error;
+pub mod exec;
 mod ipam;
 mod kernel;
 pub mod sandbox;

@@ -229,6 +229,39 @@ pub fn call_plugin(
     outcome
 }
 
+/// Calls the `supported-versions` export in a store whose host side has no
+/// kernel behind it: the export makes no host calls.
+pub fn supported_versions(
+    engine: &PluginEngine,
+    plugin: &LoadedPlugin,
+) -> Result<Vec<String>, PluginError> {
+    let instantiate_error = |error: wasmtime::Error| PluginError::Instantiate {
+        plugin: plugin.path.display().to_string(),
+        reason: format!("{error:#}"),
+    };
+    let host = HostContext::idle();
+    let limiter = MemoryLimiter {
+        max_bytes: 64 << 20,
+        peak_bytes: 0,
+        refused: false,
+    };
+    let state = PluginState {
+        wasi: WasiCtx::builder().build(),
+        table: ResourceTable::new(),
+        limiter,
+        host,
+    };
+    let mut store = Store::new(engine.engine(), state);
+    store.limiter(|state| &mut state.limiter);
+    store.set_epoch_deadline(1_000);
+
+    let instance = CniPlugin::instantiate(&mut store, &plugin.component, engine.linker())
+        .map_err(instantiate_error)?;
+    instance
+        .call_supported_versions(&mut store)
+        .map_err(instantiate_error)
+}
+
 fn run_export(
     engine: &PluginEngine,
     call: &PluginCall<'_>,

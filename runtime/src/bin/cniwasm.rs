@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use cniwasm_runtime::command::{self, CommandOptions};
+use cniwasm_runtime::exec;
 use cniwasm_types::{CniError, print_json};
 
 #[derive(Parser)]
@@ -125,8 +126,63 @@ impl Target {
     }
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+/// Tells whether the process was started as a CNI plugin: under another
+/// name (a link such as /opt/cni/bin/bridge -> cniwasm), or as `cniwasm`
+/// with `CNI_COMMAND` set and no arguments. Returns the plugin type the name
+/// gives, if any.
+fn exec_mode() -> Option<Option<String>> {
+    let mut args = std::env::args_os();
+    let name = args.next().and_then(|arg0| {
+        std::path::Path::new(&arg0)
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+    });
+    match name {
+        Some(name) if name != "cniwasm" && !name.starts_with("cniwasm-") => Some(Some(name)),
+        _ if args.next().is_none() && std::env::var_os("CNI_COMMAND").is_some() => Some(None),
+        _ => None,
+    }
+}
+
+fn run_exec_mode(invoked_as: Option<String>) -> ExitCode {
+    let mut stdin = Vec::new();
+    if let Err(error) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut stdin) {
+        let error = CniError::new(
+            cniwasm_types::codes::IO_FAILURE,
+            format!("failed to read the configuration from stdin: {error}"),
+        );
+        println!(
+            "{}",
+            print_json(&serde_json::to_value(&error).expect("an error always serialises"))
+        );
+        return ExitCode::FAILURE;
+    }
+    let request = exec::ExecRequest {
+        invoked_as,
+        environment: std::env::vars()
+            .filter(|(key, _)| key.starts_with("CNI_") || key.starts_with("CNIWASM_"))
+            .collect(),
+        stdin,
+    };
+
+    match exec::run(&request) {
+        Ok(Some(output)) => {
+            println!("{output}");
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(error) => {
+            println!(
+                "{}",
+                print_json(&serde_json::to_value(&error).expect("an error always serialises"))
+            );
+            eprintln!("cniwasm: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CNIWASM_LOG")
@@ -134,6 +190,14 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    if let Some(invoked_as) = exec_mode() {
+        return run_exec_mode(invoked_as);
+    }
+    let cli = Cli::parse();
 
     let outcome = match cli.command {
         Command::Add(target) => command::add(&target.options()).map(Some),
