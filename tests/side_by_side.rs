@@ -66,6 +66,8 @@ fn compare(cni_version: &str) {
         netns_path: &their_netns,
         ifname: "eth0",
         capability_args: &capability_args,
+        plugin_dir: cniwasm_integration_tests::reference::REFERENCE_PLUGIN_DIR,
+        extra_env: &[],
     };
     let their_result = reference.add().expect("reference ADD");
 

@@ -41,6 +41,17 @@ impl ExecRequest {
     }
 }
 
+/// The text printed on stderr when the plugin runs without `CNI_COMMAND`,
+/// as the reference plugins print theirs.
+pub fn about(invoked_as: Option<&str>) -> String {
+    format!(
+        "CNI plugin {} (cniwasm {})\nCNI protocol versions supported: {}",
+        invoked_as.unwrap_or("cniwasm"),
+        env!("CARGO_PKG_VERSION"),
+        SUPPORTED_VERSIONS.join(", ")
+    )
+}
+
 /// Runs the request and returns what goes to stdout on success: the result
 /// for ADD, the version object for VERSION, nothing otherwise.
 pub fn run(request: &ExecRequest) -> Result<Option<String>, CniError> {

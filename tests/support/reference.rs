@@ -23,6 +23,11 @@ pub struct ReferenceRun<'a> {
     pub netns_path: &'a str,
     pub ifname: &'a str,
     pub capability_args: &'a Map<String, Value>,
+    /// Directory of plugin executables; [`REFERENCE_PLUGIN_DIR`] for the
+    /// reference plugins.
+    pub plugin_dir: &'a str,
+    /// Extra environment for every plugin process.
+    pub extra_env: &'a [(&'a str, &'a str)],
 }
 
 impl ReferenceRun<'_> {
@@ -37,6 +42,14 @@ impl ReferenceRun<'_> {
             );
         }
         previous.ok_or_else(|| "the list has no plugins".to_string())
+    }
+
+    /// Runs CHECK through every plugin in order with `result` as prevResult.
+    pub fn check(&self, result: &Value) -> Result<(), String> {
+        for plugin in self.plugins() {
+            self.exec("CHECK", plugin, Some(result))?;
+        }
+        Ok(())
     }
 
     /// Runs DEL through every plugin in reverse, with `result` as prevResult
@@ -73,13 +86,14 @@ impl ReferenceRun<'_> {
 
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.host.name])
-            .arg(format!("{REFERENCE_PLUGIN_DIR}/{plugin_type}"))
+            .arg(format!("{}/{plugin_type}", self.plugin_dir))
+            .envs(self.extra_env.iter().copied())
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", self.container_id)
             .env("CNI_NETNS", self.netns_path)
             .env("CNI_IFNAME", self.ifname)
             .env("CNI_ARGS", "")
-            .env("CNI_PATH", REFERENCE_PLUGIN_DIR)
+            .env("CNI_PATH", self.plugin_dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -145,6 +145,12 @@ fn exec_mode() -> Option<Option<String>> {
 }
 
 fn run_exec_mode(invoked_as: Option<String>) -> ExitCode {
+    // Without a command a CNI plugin describes itself and succeeds.
+    if std::env::var_os("CNI_COMMAND").is_none() {
+        eprintln!("{}", exec::about(invoked_as.as_deref()));
+        return ExitCode::SUCCESS;
+    }
+
     let mut stdin = Vec::new();
     if let Err(error) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut stdin) {
         let error = CniError::new(
