@@ -239,6 +239,7 @@ struct RawPluginPolicy {
 struct RawPolicy {
     mode: Option<Mode>,
     audit_log: Option<String>,
+    allow_native_plugins: Option<bool>,
     defaults: Option<RawPluginPolicy>,
     #[serde(default)]
     plugins: BTreeMap<String, RawPluginPolicy>,
@@ -275,6 +276,9 @@ pub struct Policy {
     pub mode: Mode,
     /// Where audit records go; `None` turns the audit log off.
     pub audit_log: Option<std::path::PathBuf>,
+    /// Whether a plugin type with no `.wasm` file may run as a native
+    /// executable, outside the sandbox and this policy.
+    pub allow_native_plugins: bool,
     defaults: PluginPolicy,
     plugins: BTreeMap<String, PluginPolicy>,
 }
@@ -287,6 +291,9 @@ impl Default for Policy {
         Self {
             mode: Mode::Enforce,
             audit_log: None,
+            // Without a policy file cniwasm is a drop-in for cnitool, which
+            // runs native plugins.
+            allow_native_plugins: true,
             defaults: PluginPolicy {
                 ipam_state: true,
                 ..PluginPolicy::default()
@@ -318,9 +325,13 @@ impl Policy {
             plugins.insert(name, PluginPolicy::validate(entry, mode, &field)?);
         }
 
+        // A policy file in enforce mode keeps native plugins out unless it
+        // says otherwise: they would run with no sandbox and no host checks.
+        let allow_native_plugins = raw.allow_native_plugins.unwrap_or(mode == Mode::Audit);
         Ok(Self {
             mode,
             audit_log: raw.audit_log.map(Into::into),
+            allow_native_plugins,
             defaults,
             plugins,
         })
@@ -807,6 +818,22 @@ mod tests {
             let error = Policy::from_json(text).unwrap_err();
             assert!(error.to_string().contains(field), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn native_plugins_default_by_mode() {
+        assert!(Policy::default().allow_native_plugins);
+        assert!(!Policy::from_json("{}").unwrap().allow_native_plugins);
+        assert!(
+            Policy::from_json(r#"{"mode": "audit"}"#)
+                .unwrap()
+                .allow_native_plugins
+        );
+        assert!(
+            Policy::from_json(r#"{"allowNativePlugins": true}"#)
+                .unwrap()
+                .allow_native_plugins
+        );
     }
 
     #[test]

@@ -71,6 +71,34 @@ impl PluginLocator {
     pub fn load(&self, engine: &PluginEngine, plugin_type: &str) -> Result<LoadedPlugin, Error> {
         Ok(engine.load(&self.find(plugin_type)?)?)
     }
+
+    /// Finds `<type>.wasm` in every directory first, then an executable
+    /// named `<type>`, which runs as a native plugin.
+    pub fn resolve(&self, plugin_type: &str) -> Result<Resolved, Error> {
+        let wasm_missing = match self.find(plugin_type) {
+            Ok(path) => return Ok(Resolved::Wasm(path)),
+            Err(error) => error,
+        };
+        self.search_path
+            .iter()
+            .map(|dir| dir.join(plugin_type))
+            .find(|path| path.is_file())
+            .map(Resolved::Native)
+            .ok_or(wasm_missing)
+    }
+}
+
+/// Where a plugin type was found.
+pub(crate) enum Resolved {
+    Wasm(PathBuf),
+    Native(PathBuf),
+}
+
+/// A plugin of a chain, ready to run.
+enum ChainPlugin {
+    Wasm(LoadedPlugin),
+    /// An executable run through the exec protocol, outside the sandbox.
+    Native(PathBuf),
 }
 
 pub struct Runtime {
@@ -86,7 +114,7 @@ pub struct Runtime {
 struct ChainRun<'a> {
     list: &'a NetworkConfigList,
     attachment: &'a Attachment,
-    plugins: Vec<LoadedPlugin>,
+    plugins: Vec<ChainPlugin>,
     kernel: Arc<Mutex<Kernel>>,
     invocation: types::Invocation,
     owner: Owner,
@@ -424,17 +452,7 @@ impl Runtime {
         let locator = self.locator();
         let mut plugins = Vec::with_capacity(list.plugins.len());
         for plugin in &list.plugins {
-            let loaded = locator.load(&self.engine, &plugin.plugin_type)?;
-            let context = self.audit_context(&owner, command, &plugin.plugin_type, &loaded.digest);
-            let policy = self.options.policy.for_plugin(&plugin.plugin_type);
-            admit(
-                &self.engine,
-                &plugin.plugin_type,
-                &loaded,
-                policy,
-                (&self.audit, &context),
-            )?;
-            plugins.push(loaded);
+            plugins.push(self.admit_plugin(&locator, &owner, command, &plugin.plugin_type)?);
         }
         let kernel = Arc::new(Mutex::new(self.kernels.open(netns)?));
 
@@ -455,6 +473,32 @@ impl Runtime {
         })
     }
 
+    /// Finds a plugin and checks it against the policy: a wasm plugin's
+    /// digest and imports, or whether native plugins may run at all.
+    fn admit_plugin(
+        &self,
+        locator: &PluginLocator,
+        owner: &Owner,
+        command: Command,
+        plugin_type: &str,
+    ) -> Result<ChainPlugin, Error> {
+        match locator.resolve(plugin_type)? {
+            Resolved::Wasm(path) => {
+                let loaded = self.engine.load(&path)?;
+                let context = self.audit_context(owner, command, plugin_type, &loaded.digest);
+                let policy = self.options.policy.for_plugin(plugin_type);
+                admit(&self.engine, plugin_type, &loaded, policy, (&self.audit, &context))?;
+                Ok(ChainPlugin::Wasm(loaded))
+            }
+            Resolved::Native(path) if self.options.policy.allow_native_plugins => Ok(ChainPlugin::Native(path)),
+            Resolved::Native(path) => Err(Error::PluginRejected {
+                plugin_type: plugin_type.to_string(),
+                path: path.display().to_string(),
+                reason: "it is a native executable and the policy does not allow native plugins (rule allowNativePlugins)".into(),
+            }),
+        }
+    }
+
     fn call(
         &self,
         run: &ChainRun<'_>,
@@ -467,7 +511,12 @@ impl Runtime {
             tracing::info_span!("plugin", index, plugin = %plugin_type, command = command.as_str());
         let _entered = span.enter();
 
-        let plugin = &run.plugins[index];
+        let plugin = match &run.plugins[index] {
+            ChainPlugin::Wasm(plugin) => plugin,
+            ChainPlugin::Native(path) => {
+                return self.call_native(run, index, command, config, path);
+            }
+        };
         let policy = Arc::new(self.options.policy.for_plugin(plugin_type).clone());
         let audit_context = self.audit_context(&run.owner, command, plugin_type, &plugin.digest);
 
@@ -507,6 +556,53 @@ impl Runtime {
         };
 
         sandbox::call_plugin(&self.engine, call, host).map_err(|source| Error::Plugin {
+            command: command_name(command),
+            index,
+            plugin_type: plugin_type.clone(),
+            source: Box::new(source),
+        })
+    }
+
+    fn call_native(
+        &self,
+        run: &ChainRun<'_>,
+        index: usize,
+        command: Command,
+        config: &str,
+        path: &Path,
+    ) -> Result<Option<String>, Error> {
+        let plugin_type = &run.list.plugins[index].plugin_type;
+        let started = std::time::Instant::now();
+        let call = crate::native::NativeCall {
+            path,
+            plugin_type,
+            command,
+            invocation: &run.invocation,
+            search_path: &self.options.plugin_path,
+            config,
+        };
+        let outcome = crate::native::call_native(&call);
+
+        let context = self.audit_context(&run.owner, command, plugin_type, "native");
+        let (result, message) = match &outcome {
+            Ok(_) => ("ok".to_string(), String::new()),
+            Err(error) => (
+                format!("cni-error:{}", error.to_cni_error().code),
+                error.to_string(),
+            ),
+        };
+        let record = cniwasm_host_api::audit::PluginCallRecord {
+            outcome: result,
+            message: format!("native plugin {}; {message}", path.display()),
+            wall_time_us: started.elapsed().as_micros() as u64,
+            peak_memory_bytes: 0,
+            host_calls: 0,
+            denials: 0,
+            would_denials: 0,
+        };
+        self.audit.plugin_call(&context, &record);
+
+        outcome.map_err(|source| Error::Plugin {
             command: command_name(command),
             index,
             plugin_type: plugin_type.clone(),

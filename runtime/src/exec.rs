@@ -226,8 +226,11 @@ fn new_runtime(request: &ExecRequest) -> Result<Runtime, CniError> {
             .map(PathBuf::from),
     );
 
-    let policy = load_policy(request.var("CNIWASM_POLICY").map(std::path::Path::new))
+    let mut policy = load_policy(request.var("CNIWASM_POLICY").map(std::path::Path::new))
         .map_err(|e| e.to_cni_error())?;
+    // A plugin type with no .wasm file would resolve to the link that
+    // started this process, and run it again without end.
+    policy.allow_native_plugins = false;
     let options = RuntimeOptions {
         plugin_path,
         cache_dir: PathBuf::from(request.var("CNIWASM_CACHE_DIR").unwrap_or("/var/lib/cni")),

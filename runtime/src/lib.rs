@@ -14,6 +14,7 @@ mod error;
 pub mod exec;
 mod ipam;
 mod kernel;
+mod native;
 pub mod sandbox;
 
 pub use chain::{Attachment, Runtime, RuntimeOptions};
