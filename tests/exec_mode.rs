@@ -212,3 +212,126 @@ fn version_lists_plugin_versions() {
     }
     assert!(version["cniVersion"].is_string());
 }
+
+#[test]
+fn install_links_plugins_and_protects_native_ones() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    let plugin_dir_installed = scenario.dir.path().join("plugins");
+    let bin_dir = scenario.dir.path().join("cni-bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    // A native plugin already sits where the portmap link would go.
+    std::fs::copy(
+        format!("{REFERENCE_PLUGIN_DIR}/portmap"),
+        bin_dir.join("portmap"),
+    )
+    .unwrap();
+    let sources: Vec<String> = ["bridge", "host-local", "portmap"]
+        .iter()
+        .map(|name| {
+            plugin_dir()
+                .join(format!("{name}.wasm"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    let install_args = |force: bool| {
+        let mut args = vec![
+            "install".to_string(),
+            "--plugin-dir".to_string(),
+            plugin_dir_installed.display().to_string(),
+            "--bin-dir".to_string(),
+            bin_dir.display().to_string(),
+        ];
+        if force {
+            args.push("--force".to_string());
+        }
+        args.extend(sources.iter().cloned());
+        args
+    };
+
+    let refused = scenario.cniwasm(
+        &install_args(false)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    assert!(
+        !refused.status.success(),
+        "install replaced a native plugin: {}",
+        refused.stdout
+    );
+    assert!(
+        refused.json()["msg"].as_str().unwrap().contains("--force"),
+        "{}",
+        refused.stdout
+    );
+    assert!(
+        !bin_dir
+            .join("portmap")
+            .symlink_metadata()
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the native plugin was replaced"
+    );
+
+    let forced = scenario.cniwasm(
+        &install_args(true)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    forced.assert_success();
+    for name in ["bridge", "host-local", "portmap"] {
+        let link = std::fs::read_link(bin_dir.join(name))
+            .unwrap_or_else(|_| panic!("{name} is not a link"));
+        assert_eq!(link, cniwasm_binary());
+        assert!(plugin_dir_installed.join(format!("{name}.wasm")).is_file());
+    }
+
+    let listed = scenario.cniwasm(
+        &[
+            "plugins",
+            "--plugin-dir",
+            plugin_dir_installed.to_str().unwrap(),
+            "--bin-dir",
+            bin_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    listed.assert_success();
+    let lines: Vec<&str> = listed.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", listed.stdout);
+    assert!(
+        lines.iter().all(|line| line.contains("sha256:")
+            && line.contains("linked from")
+            && line.ends_with("admitted")),
+        "{}",
+        listed.stdout
+    );
+
+    // The installed link answers VERSION as a CNI plugin.
+    let (success, version) = exec(
+        bin_dir.join("bridge").to_str().unwrap(),
+        &[
+            ("CNI_COMMAND", "VERSION"),
+            (
+                "CNIWASM_PLUGIN_PATH",
+                plugin_dir_installed.to_str().unwrap(),
+            ),
+        ],
+        "{}",
+    );
+    assert!(success, "{version}");
+    assert!(
+        version["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("1.0.0"))
+    );
+}

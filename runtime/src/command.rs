@@ -427,3 +427,148 @@ fn format_audit_record(record: &Value, field: &dyn Fn(&Value, &str) -> String) -
         )
     }
 }
+
+/// Parameters of [`install`].
+#[derive(Debug, Clone)]
+pub struct InstallOptions {
+    pub plugins: Vec<PathBuf>,
+    /// Where the `.wasm` files go (exec mode looks there first).
+    pub plugin_dir: PathBuf,
+    /// The CNI bin directory that container runtimes search.
+    pub bin_dir: PathBuf,
+    /// The binary the links point at: this `cniwasm`.
+    pub binary: PathBuf,
+    pub compile_cache: Option<PathBuf>,
+    /// Replace existing files in `bin_dir`, native plugins included.
+    pub force: bool,
+}
+
+/// Installs wasm plugins: copies each to `<plugin dir>/<type>.wasm`,
+/// compiles it into the compile cache, and links `<bin dir>/<type>` to
+/// cniwasm so container runtimes run it as a CNI plugin. Refuses to replace
+/// a file in the bin directory that is not already such a link, unless
+/// `force` is set. Returns one line per plugin.
+pub fn install(options: &InstallOptions) -> Result<Vec<String>, Error> {
+    let io_error = |action: String, error: std::io::Error| {
+        Error::invalid(codes::IO_FAILURE, format!("failed to {action}: {error}"))
+    };
+    let engine = crate::engine::PluginEngine::new(options.compile_cache.clone())?;
+    std::fs::create_dir_all(&options.plugin_dir)
+        .map_err(|e| io_error(format!("create {}", options.plugin_dir.display()), e))?;
+    std::fs::create_dir_all(&options.bin_dir)
+        .map_err(|e| io_error(format!("create {}", options.bin_dir.display()), e))?;
+
+    let mut lines = Vec::new();
+    for source in &options.plugins {
+        let plugin_type = plugin_type_of(source)?;
+        let link = options.bin_dir.join(&plugin_type);
+        check_link_target(&link, &options.binary, options.force)?;
+
+        let target = options.plugin_dir.join(format!("{plugin_type}.wasm"));
+        std::fs::copy(source, &target).map_err(|e| {
+            io_error(
+                format!("copy {} to {}", source.display(), target.display()),
+                e,
+            )
+        })?;
+        let loaded = engine.load(&target)?;
+
+        if link.symlink_metadata().is_ok() {
+            std::fs::remove_file(&link)
+                .map_err(|e| io_error(format!("replace {}", link.display()), e))?;
+        }
+        std::os::unix::fs::symlink(&options.binary, &link).map_err(|e| {
+            io_error(
+                format!("link {} to {}", link.display(), options.binary.display()),
+                e,
+            )
+        })?;
+        lines.push(format!(
+            "{plugin_type}: {} sha256:{} -> {}",
+            target.display(),
+            loaded.digest,
+            link.display()
+        ));
+    }
+    Ok(lines)
+}
+
+fn plugin_type_of(path: &Path) -> Result<String, Error> {
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match name.strip_suffix(".wasm") {
+        Some(plugin_type) if !plugin_type.is_empty() => Ok(plugin_type.to_string()),
+        _ => Err(Error::invalid(
+            codes::INVALID_NETWORK_CONFIG,
+            format!(
+                "invalid plugin file {}: expected <type>.wasm, such as bridge.wasm",
+                path.display()
+            ),
+        )),
+    }
+}
+
+/// Accepts a missing file or a link to `binary`; anything else (such as a
+/// native plugin) only with `force`.
+fn check_link_target(link: &Path, binary: &Path, force: bool) -> Result<(), Error> {
+    let Ok(metadata) = link.symlink_metadata() else {
+        return Ok(());
+    };
+    let ours = metadata.file_type().is_symlink()
+        && std::fs::read_link(link).is_ok_and(|target| target == binary);
+    if ours || force {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        codes::IO_FAILURE,
+        format!(
+            "{} exists and is not a link to {}: it may be a native plugin; remove it or pass --force to replace it",
+            link.display(),
+            binary.display()
+        ),
+    ))
+}
+
+/// Lists the plugins installed in `plugin_dir`: digest, whether `bin_dir`
+/// links the type to cniwasm, and whether the policy admits the plugin.
+pub fn list_plugins(
+    plugin_dir: &Path,
+    bin_dir: &Path,
+    policy_path: Option<&Path>,
+) -> Result<Vec<String>, Error> {
+    let entries = std::fs::read_dir(plugin_dir).map_err(|error| {
+        Error::invalid(
+            codes::IO_FAILURE,
+            format!(
+                "failed to read plugin directory {}: {error}",
+                plugin_dir.display()
+            ),
+        )
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|entry| Some(entry.ok()?.path()))
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "wasm")
+        })
+        .collect();
+    paths.sort();
+
+    let mut lines = Vec::new();
+    for path in paths {
+        let report = inspect(&path, policy_path)?;
+        let link = bin_dir.join(&report.plugin_type);
+        let linked = match std::fs::read_link(&link) {
+            Ok(target) => format!("linked from {} -> {}", link.display(), target.display()),
+            Err(_) if link.exists() => format!("{} is another executable", link.display()),
+            Err(_) => format!("not linked in {}", bin_dir.display()),
+        };
+        lines.push(format!(
+            "{} {} {}; {linked}; {}",
+            report.plugin_type, report.digest, report.path, report.admission
+        ));
+    }
+    Ok(lines)
+}

@@ -51,6 +51,48 @@ enum Command {
         #[arg(long, env = "CNIWASM_POLICY")]
         policy: Option<PathBuf>,
     },
+    /// Install wasm plugins and link them into a CNI bin directory for container runtimes
+    Install {
+        /// Plugin files, named <type>.wasm
+        #[arg(required = true)]
+        plugins: Vec<PathBuf>,
+        /// Directory for the .wasm files
+        #[arg(
+            long,
+            env = "CNIWASM_PLUGIN_PATH",
+            default_value = "/opt/cniwasm/plugins"
+        )]
+        plugin_dir: PathBuf,
+        /// CNI bin directory that receives a link named after each plugin type
+        #[arg(long, default_value = "/opt/cni/bin")]
+        bin_dir: PathBuf,
+        /// Directory of compiled plugins
+        #[arg(
+            long,
+            env = "CNIWASM_COMPILE_CACHE",
+            default_value = "/var/cache/cniwasm"
+        )]
+        compile_cache: PathBuf,
+        /// Replace existing files in the bin directory, native plugins included
+        #[arg(long)]
+        force: bool,
+    },
+    /// List installed plugins with digests, links and policy status
+    Plugins {
+        /// Directory of the .wasm files
+        #[arg(
+            long,
+            env = "CNIWASM_PLUGIN_PATH",
+            default_value = "/opt/cniwasm/plugins"
+        )]
+        plugin_dir: PathBuf,
+        /// CNI bin directory to look for links in
+        #[arg(long, default_value = "/opt/cni/bin")]
+        bin_dir: PathBuf,
+        /// Policy file [default: /etc/cniwasm/policy.json if it exists, else the built-in policy]
+        #[arg(long, env = "CNIWASM_POLICY")]
+        policy: Option<PathBuf>,
+    },
     /// Print audit records, optionally filtered
     Audit {
         /// Audit log to read [default: the policy's auditLog]
@@ -223,6 +265,21 @@ fn main() -> ExitCode {
                 report.policy,
             ))
         }),
+        Command::Install { plugins, plugin_dir, bin_dir, compile_cache, force } => {
+            let binary = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/local/bin/cniwasm"));
+            let options = command::InstallOptions {
+                plugins,
+                plugin_dir,
+                bin_dir,
+                binary,
+                compile_cache: Some(compile_cache),
+                force,
+            };
+            command::install(&options).map(|lines| Some(lines.join("\n")))
+        }
+        Command::Plugins { plugin_dir, bin_dir, policy } => {
+            command::list_plugins(&plugin_dir, &bin_dir, policy.as_deref()).map(|lines| Some(lines.join("\n")))
+        }
         Command::Audit { file, policy, container, plugin, decision } => {
             let filter = command::AuditFilter { container, plugin, decision };
             command::audit(file.as_deref(), policy.as_deref(), &filter).map(|lines| Some(lines.join("\n")))
