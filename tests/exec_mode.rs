@@ -106,6 +106,9 @@ fn seed_chain_through_links_matches_reference() {
     assert!(scenario.reservations("mynet").is_empty());
 }
 
+/// A label, the environment and the stdin of one error case.
+type ErrorCase<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+
 /// The error cases of the reference skel, for cniwasm and for the reference
 /// bridge plugin: both must fail with the same code.
 #[test]
@@ -140,7 +143,7 @@ fn error_cases_match_reference() {
     );
     assert_eq!(our_output, json!({"raw": ""}), "stdout must stay empty");
 
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<ErrorCase> = vec![
         ("unknown command", with("FROB", &[]), config),
         (
             "missing CNI_NETNS on ADD",

@@ -834,6 +834,15 @@ fn check_netns_exists(netns: &Path) -> Result<(), Error> {
     }
 }
 
+/// A random 16-hex-digit id for audit records.
+fn random_id() -> String {
+    let mut bytes = [0u8; 8];
+    // Without randomness the id is all zeros: records stay valid, only
+    // harder to tell apart.
+    let _ = getrandom::fill(&mut bytes);
+    hex::encode(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -914,13 +923,4 @@ mod tests {
         let error = validate_attachment(&list(), &attachment).unwrap_err();
         assert_eq!(error.to_cni_error().code, codes::UNKNOWN_CONTAINER);
     }
-}
-
-/// A random 16-hex-digit id for audit records.
-fn random_id() -> String {
-    let mut bytes = [0u8; 8];
-    // Without randomness the id is all zeros: records stay valid, only
-    // harder to tell apart.
-    let _ = getrandom::fill(&mut bytes);
-    hex::encode(bytes)
 }
