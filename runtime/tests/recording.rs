@@ -1,0 +1,216 @@
+//! The seed chain's real wasm plugins against the recording fake kernel: no
+//! root needed, and the exact sequence of kernel calls for ADD and its mirror
+//! image for DEL can be asserted.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use cniwasm_host_api::kernel::{Kernel, KernelError, Namespace};
+use cniwasm_host_api::policy::Policy;
+use cniwasm_host_api::testing::{CallKind, KernelCall, Recorder, RecordingKernel};
+use cniwasm_runtime::config::parse_list_file;
+use cniwasm_runtime::{Attachment, KernelFactory, Runtime, RuntimeOptions};
+use serde_json::json;
+
+/// Hands out recording kernels and keeps their recorders for the test.
+#[derive(Default)]
+struct RecordingFactory {
+    recorders: Mutex<Vec<Recorder>>,
+}
+
+impl KernelFactory for RecordingFactory {
+    fn open(&self, _netns: Option<&Path>) -> Result<Kernel, KernelError> {
+        let (kernel, recorder) = RecordingKernel::new();
+        // The fake has no sysctl until one is set; bridge reads this one.
+        recorder.set_sysctl(Namespace::Host, "net/ipv4/ip_forward", "0");
+        self.recorders.lock().unwrap().push(recorder);
+        Ok(kernel)
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn runtime(dir: &Path, factory: Arc<RecordingFactory>) -> Runtime {
+    runtime_with(dir, factory)
+}
+
+fn attachment(dir: &Path) -> Attachment {
+    // The fake never opens the namespace, but ADD checks that the path exists.
+    let netns = dir.join("netns");
+    std::fs::write(&netns, "").unwrap();
+    Attachment {
+        container_id: "recorded".into(),
+        netns: Some(netns),
+        ifname: "eth0".into(),
+        args: Vec::new(),
+        capability_args: json!({"portMappings": [{"hostPort": 9090, "containerPort": 80, "protocol": "tcp", "hostIP": "127.0.0.1"}]})
+            .as_object()
+            .unwrap()
+            .clone(),
+    }
+}
+
+/// The kinds of the calls that change the kernel, in order.
+fn changes(recorder: &Recorder) -> Vec<CallKind> {
+    let reads = [
+        CallKind::GetLink,
+        CallKind::ListAddresses,
+        CallKind::ListRoutes,
+        CallKind::SysctlGet,
+        CallKind::RouteDevice,
+    ];
+    recorder
+        .calls()
+        .iter()
+        .map(KernelCall::kind)
+        .filter(|kind| !reads.contains(kind))
+        .collect()
+}
+
+#[test]
+fn seed_add_makes_expected_kernel_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = Arc::new(RecordingFactory::default());
+    let runtime = runtime(dir.path(), factory.clone());
+    let list = parse_list_file(&repo_root().join("examples/mynet.conflist")).unwrap();
+
+    let result = runtime.add(&list, &attachment(dir.path())).unwrap();
+
+    assert_eq!(result["ips"][0]["address"], json!("10.244.10.2/24"));
+    let recorder = &factory.recorders.lock().unwrap()[0];
+    let kinds = changes(recorder);
+    let position = |kind: CallKind| {
+        kinds
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or_else(|| panic!("no {kind:?} in {kinds:?}"))
+    };
+    assert!(position(CallKind::EnsureBridge) < position(CallKind::CreateVeth));
+    assert!(position(CallKind::CreateVeth) < position(CallKind::AddAddress));
+    assert!(position(CallKind::AddAddress) < position(CallKind::AddRoute));
+    assert!(position(CallKind::AddMasquerade) < position(CallKind::AddPortMappings));
+    assert_eq!(kinds.last(), Some(&CallKind::AddPortMappings));
+
+    assert_eq!(
+        recorder.addresses(Namespace::Container, "eth0"),
+        vec!["10.244.10.2/24".parse().unwrap()]
+    );
+    assert_eq!(
+        recorder.addresses(Namespace::Host, "mynet"),
+        vec!["10.244.10.1/24".parse().unwrap()]
+    );
+    let routes = recorder.routes(Namespace::Container);
+    assert!(
+        routes
+            .iter()
+            .any(|route| route.dst.to_string() == "0.0.0.0/0"
+                && route.gateway.map(|gw| gw.to_string()).as_deref() == Some("10.244.10.1")),
+        "{routes:?}"
+    );
+}
+
+#[test]
+fn seed_del_mirrors_add() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = Arc::new(RecordingFactory::default());
+    let runtime = runtime(dir.path(), factory.clone());
+    let list = parse_list_file(&repo_root().join("examples/mynet.conflist")).unwrap();
+    let attachment = attachment(dir.path());
+    runtime.add(&list, &attachment).unwrap();
+
+    runtime.del(&list, &attachment).unwrap();
+
+    let recorders = factory.recorders.lock().unwrap();
+    let kinds = changes(&recorders[1]);
+    assert_eq!(
+        kinds,
+        vec![
+            CallKind::RemovePortMappings,
+            CallKind::DeleteLink,
+            CallKind::RemoveMasquerade
+        ],
+        "DEL runs portmap, then bridge: container link, IPAM, masquerade"
+    );
+    assert!(
+        std::fs::read_dir(dir.path().join("cache/results"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the cache file was not removed"
+    );
+}
+
+#[test]
+fn failed_route_rolls_back_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = Arc::new(RecordingFactory::default());
+    let list = parse_list_file(&repo_root().join("examples/mynet.conflist")).unwrap();
+
+    // A factory whose kernels fail the first route, after IPAM allocated.
+    struct FailingRoute(Arc<RecordingFactory>);
+    impl KernelFactory for FailingRoute {
+        fn open(&self, netns: Option<&Path>) -> Result<Kernel, KernelError> {
+            let kernel = self.0.open(netns)?;
+            let recorders = self.0.recorders.lock().unwrap();
+            recorders.last().unwrap().fail_call(
+                CallKind::AddRoute,
+                1,
+                cniwasm_host_api::kernel::KernelErrorKind::Failed,
+            );
+            Ok(kernel)
+        }
+    }
+    let failing = runtime_with(dir.path(), Arc::new(FailingRoute(factory.clone())));
+
+    let error = failing.add(&list, &attachment(dir.path())).unwrap_err();
+
+    assert!(error.to_string().contains("scripted failure"), "{error}");
+    let recorder = &factory.recorders.lock().unwrap()[0];
+    assert!(
+        recorder.link(Namespace::Host, "mynet").is_none(),
+        "the bridge this ADD created is removed"
+    );
+    assert!(
+        recorder.link(Namespace::Container, "eth0").is_none(),
+        "the container link is removed"
+    );
+    assert!(
+        recorder
+            .masquerades(&cniwasm_host_api::kernel::Owner {
+                network: "mynet".into(),
+                container_id: "recorded".into(),
+                ifname: "eth0".into(),
+            })
+            .is_empty()
+    );
+    let ipam: Vec<_> = std::fs::read_dir(dir.path().join("ipam/mynet"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with("10."))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(ipam.is_empty(), "reservations left: {ipam:?}");
+}
+
+fn runtime_with(dir: &Path, factory: Arc<dyn KernelFactory>) -> Runtime {
+    let plugins = repo_root().join("plugins-wasm/out");
+    assert!(
+        plugins.join("bridge.wasm").is_file(),
+        "wasm plugins not built: run `make build` first"
+    );
+    let options = RuntimeOptions {
+        plugin_path: vec![plugins],
+        cache_dir: dir.join("cache"),
+        ipam_data_dir: dir.join("ipam"),
+        compile_cache: Some(repo_root().join("target/cniwasm-compile-cache")),
+        policy: Arc::new(Policy::default()),
+    };
+    Runtime::new(options, factory).unwrap()
+}
