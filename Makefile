@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all setup plugins build test unit-test lint seed clean
+.PHONY: all setup plugins build test unit-test lint seed bench clean
 
 all: build
 
@@ -32,6 +32,11 @@ test: setup build
 # The seed scenario end to end, in namespaces the script creates and removes.
 seed: setup build
 	./scripts/seed-demo.sh
+
+# The benchmark against the reference plugins and a native floor, on a
+# release build, in namespaces it creates and removes; see docs/performance.md.
+bench: plugins
+	./bench/run.sh
 
 clean:
 	$(CARGO) clean
