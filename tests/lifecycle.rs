@@ -201,3 +201,33 @@ fn del_cleans_up_with_damaged_or_missing_cache() {
         );
     }
 }
+
+#[test]
+fn validate_lists_every_problem() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    scenario.write_config("10-lifenet.conflist", &list("1.0.0", json!({})));
+
+    let valid = scenario.cniwasm(&["validate", "lifenet"], &[]);
+    valid.assert_success();
+    assert!(
+        valid.stdout.contains("capabilities: portMappings"),
+        "{}",
+        valid.stdout
+    );
+
+    let broken = list("1.0.0", json!({}))
+        .replace("\"portmap\"", "\"nosuchplugin\"")
+        .replace("\"bridge\",", "\"nosuchbridge\",");
+    scenario.write_config("10-lifenet.conflist", &broken);
+    let output = scenario.cniwasm(&["validate", "lifenet"], &[]);
+    assert!(!output.status.success());
+    let message = output.json()["msg"].as_str().unwrap().to_string();
+    assert!(message.starts_with("2 problem(s)"), "{message}");
+    assert!(
+        message.contains("nosuchplugin") && message.contains("nosuchbridge"),
+        "{message}"
+    );
+}

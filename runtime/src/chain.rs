@@ -327,6 +327,13 @@ impl Runtime {
         })
     }
 
+    /// Tells whether a plugin type would run as a native executable, which
+    /// the policy allows.
+    pub fn resolves_native(&self, plugin_type: &str) -> bool {
+        matches!(self.locator().resolve(plugin_type), Ok(Resolved::Native(_)))
+            && self.options.policy.allow_native_plugins
+    }
+
     /// Garbage-collects the network as libcni does: a full DEL of every cached
     /// attachment of this network that is not in `valid` (all of them when
     /// `valid` is `None`), then, for lists of version 1.1.0 and later, GC on

@@ -100,6 +100,12 @@ pub fn status(options: &CommandOptions) -> Result<(), Error> {
 }
 
 fn prepare(options: &CommandOptions) -> Result<(Runtime, Attachment), Error> {
+    if options.netns.as_os_str().is_empty() {
+        return Err(Error::invalid(
+            codes::INVALID_ENVIRONMENT_VARIABLES,
+            "missing network namespace path: pass NETNS, such as /var/run/netns/NAME",
+        ));
+    }
     let netns = std::path::absolute(&options.netns).map_err(|error| {
         Error::invalid(
             codes::INVALID_ENVIRONMENT_VARIABLES,
@@ -571,4 +577,47 @@ pub fn list_plugins(
         ));
     }
     Ok(lines)
+}
+
+/// What `cniwasm validate` found: the capabilities the list's plugins
+/// declare, and every problem at once.
+#[derive(Debug, Clone, Default)]
+pub struct Validation {
+    pub capabilities: Vec<String>,
+    pub problems: Vec<String>,
+}
+
+/// Validates a network without running anything: the configuration, that
+/// every plugin is found and admitted by the policy, and that each wasm
+/// plugin supports the list's version.
+pub fn validate(options: &CommandOptions) -> Result<Validation, Error> {
+    let list = load_network(&options.netconf_path, &options.network)?;
+    let runtime = new_runtime(options)?;
+    let version = if list.cni_version.is_empty() {
+        "0.1.0"
+    } else {
+        list.cni_version.as_str()
+    };
+
+    let mut validation = Validation::default();
+    for (index, plugin) in list.plugins.iter().enumerate() {
+        for (capability, enabled) in &plugin.capabilities {
+            if *enabled && !validation.capabilities.contains(capability) {
+                validation.capabilities.push(capability.clone());
+            }
+        }
+
+        match runtime.supported_versions(&plugin.plugin_type) {
+            Ok(versions) if !versions.iter().any(|supported| supported == version) => validation.problems.push(format!(
+                "plugin {index} ({}) does not support config version {version:?}; it supports {}",
+                plugin.plugin_type,
+                versions.join(", ")
+            )),
+            Ok(_) => {}
+            Err(Error::PluginNotFound { .. }) if runtime.resolves_native(&plugin.plugin_type) => {}
+            Err(error) => validation.problems.push(format!("plugin {index} ({}): {error}", plugin.plugin_type)),
+        }
+    }
+    validation.capabilities.sort();
+    Ok(validation)
 }

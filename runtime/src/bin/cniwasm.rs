@@ -39,10 +39,14 @@ enum Command {
     Check(Target),
     /// Remove the container from NETWORK; safe to repeat
     Del(Target),
-    /// Delete every cached attachment of NETWORK, then run plugin GC (cniVersion 1.1.0 or later); NETNS is ignored
+    /// Delete every cached attachment of NETWORK, then run plugin GC (cniVersion 1.1.0 or later); no NETNS needed
     Gc(Target),
-    /// Ask NETWORK's plugins whether they can serve ADD (cniVersion 1.1.0 or later); NETNS is ignored
+    /// Ask NETWORK's plugins whether they can serve ADD (cniVersion 1.1.0 or later); no NETNS needed
     Status(Target),
+    /// Check NETWORK without running it: configuration, plugins, policy and versions, with every problem listed
+    Validate(Target),
+    /// Print cniwasm's version and the CNI versions it supports
+    Version,
     /// Show a plugin's digest, exports, host imports and what the policy allows it
     Inspect {
         /// Path of the plugin's .wasm file; its type is the file name without .wasm
@@ -117,8 +121,8 @@ enum Command {
 struct Target {
     /// Name of the network configuration list
     network: String,
-    /// Path of the container's network namespace, such as /var/run/netns/NAME
-    netns: PathBuf,
+    /// Path of the container's network namespace, such as /var/run/netns/NAME (add, check and del need it)
+    netns: Option<PathBuf>,
     /// Interface name in the container
     #[arg(short, long, env = "CNI_IFNAME", default_value = "eth0")]
     ifname: String,
@@ -154,7 +158,7 @@ impl Target {
     fn options(self) -> CommandOptions {
         CommandOptions {
             network: self.network,
-            netns: self.netns,
+            netns: self.netns.unwrap_or_default(),
             ifname: self.ifname,
             netconf_path: self.netconf_path,
             cni_path: self.cni_path,
@@ -253,6 +257,25 @@ fn main() -> ExitCode {
         Command::Del(target) => command::del(&target.options()).map(|()| None),
         Command::Gc(target) => command::gc(&target.options()).map(|()| None),
         Command::Status(target) => command::status(&target.options()).map(|()| None),
+        Command::Validate(target) => command::validate(&target.options()).and_then(|validation| {
+            let capabilities = if validation.capabilities.is_empty() {
+                "none".to_string()
+            } else {
+                validation.capabilities.join(", ")
+            };
+            if validation.problems.is_empty() {
+                return Ok(Some(format!("valid; capabilities: {capabilities}")));
+            }
+            Err(cniwasm_runtime::Error::invalid(
+                cniwasm_types::codes::INVALID_NETWORK_CONFIG,
+                format!("{} problem(s): {}", validation.problems.len(), validation.problems.join("; ")),
+            ))
+        }),
+        Command::Version => Ok(Some(format!(
+            "cniwasm {}\nCNI versions: {}",
+            env!("CARGO_PKG_VERSION"),
+            cniwasm_types::SUPPORTED_VERSIONS.join(", ")
+        ))),
         Command::Inspect { plugin, policy } => command::inspect(&plugin, policy.as_deref()).map(|report| {
             Some(format!(
                 "plugin:      {}\ntype:        {}\ndigest:      {}\nexports:     {}\nhost imports: {}\nadmission:   {}\npolicy:      {}",
