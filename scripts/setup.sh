@@ -3,7 +3,9 @@
 # kernel tools and the reference CNI plugins, and the wasm32-wasip2 target.
 set -euo pipefail
 
-packages=(iptables iproute2 containernetworking-plugins curl busybox util-linux)
+# busybox-static rather than busybox: the two conflict, and podman's tests need
+# the static one to build an image; both provide /bin/busybox.
+packages=(iptables iproute2 containernetworking-plugins curl busybox-static util-linux)
 
 missing=()
 for package in "${packages[@]}"; do

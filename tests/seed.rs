@@ -304,3 +304,48 @@ fn check_rejected_for_0_3_0() {
     assert!(!output.status.success());
     assert_eq!(output.json()["code"], json!(1));
 }
+
+#[test]
+fn second_add_keeps_first_attachment() {
+    if !require_root() {
+        return;
+    }
+    let scenario = seed_scenario();
+    let container = Netns::create("cwc");
+    let netns = container.path().to_str().unwrap().to_string();
+    add(&scenario, &container);
+    let rules_before = scenario.host.nat_rules();
+
+    let again = scenario.cniwasm(&["add", "mynet", &netns], &[("CAP_ARGS", CAP_ARGS)]);
+
+    assert!(
+        !again.status.success(),
+        "a second ADD succeeded: {}",
+        again.stdout
+    );
+    assert_eq!(again.json()["code"], json!(4));
+    assert!(
+        again.json()["msg"]
+            .as_str()
+            .unwrap()
+            .contains("run DEL first"),
+        "{}",
+        again.stdout
+    );
+    assert!(
+        container.link_names().contains(&"eth0".to_string()),
+        "the first attachment was torn down"
+    );
+    assert_eq!(scenario.host.nat_rules(), rules_before);
+    assert_eq!(
+        scenario.reservations("mynet"),
+        vec!["10.244.10.2".to_string()]
+    );
+    let _server = HttpServer::start(&container, 80, "still attached");
+    assert_eq!(
+        http_get(&scenario.host, "http://127.0.0.1:9090/").as_deref(),
+        Some("still attached")
+    );
+
+    del(&scenario, &netns);
+}

@@ -175,6 +175,7 @@ impl Runtime {
         })?;
         check_netns_exists(netns)?;
         let run = self.prepare(list, attachment, Some(netns), Command::Add)?;
+        self.check_not_attached(&run)?;
 
         let mut previous: Option<Value> = None;
         for (index, plugin) in list.plugins.iter().enumerate() {
@@ -478,6 +479,30 @@ impl Runtime {
             owner,
             created_links: CreatedLinks::default(),
         })
+    }
+
+    /// Refuses an ADD whose interface already exists in the container: the
+    /// attachment is there already, and the rollback of a failed ADD would
+    /// tear it down.
+    fn check_not_attached(&self, run: &ChainRun<'_>) -> Result<(), Error> {
+        let mut kernel = run
+            .kernel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if kernel
+            .netlink
+            .get_link(Namespace::Container, &run.attachment.ifname)?
+            .is_some()
+        {
+            return Err(Error::invalid(
+                codes::INVALID_ENVIRONMENT_VARIABLES,
+                format!(
+                    "interface {} already exists in the container: it is attached already; run DEL first or choose another CNI_IFNAME",
+                    run.attachment.ifname
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Finds a plugin and checks it against the policy: a wasm plugin's
@@ -834,7 +859,7 @@ fn check_netns_exists(netns: &Path) -> Result<(), Error> {
         Err(Error::invalid(
             codes::INVALID_ENVIRONMENT_VARIABLES,
             format!(
-                "network namespace {} does not exist: create it first (ip netns add NAME)",
+                "network namespace {} does not exist: pass the path of an existing namespace, such as /var/run/netns/NAME (ip netns add NAME creates one)",
                 netns.display()
             ),
         ))
