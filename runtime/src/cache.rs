@@ -57,7 +57,7 @@ pub struct CachedAttachment {
     pub result: Value,
 }
 
-/// What identifies a cache file.
+/// The key of a cache file.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheKey<'a> {
     pub network: &'a str,

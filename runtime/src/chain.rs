@@ -88,7 +88,7 @@ impl PluginLocator {
     }
 }
 
-/// Where a plugin type was found.
+/// The location of a plugin type: a wasm file or a native executable.
 pub(crate) enum Resolved {
     Wasm(PathBuf),
     Native(PathBuf),
@@ -137,7 +137,7 @@ impl Runtime {
         })
     }
 
-    /// The audit context of one plugin call, for `plugin` with `digest`.
+    /// Builds the audit context of one plugin call, for `plugin` with `digest`.
     pub(crate) fn audit_context(
         &self,
         owner: &Owner,
@@ -316,8 +316,8 @@ impl Runtime {
         self.call(&run, 0, command, config)
     }
 
-    /// The CNI versions a plugin declares through its `supported-versions`
-    /// export.
+    /// Returns the CNI versions a plugin declares through its
+    /// `supported-versions` export.
     pub fn supported_versions(&self, plugin_type: &str) -> Result<Vec<String>, Error> {
         let plugin = self.locator().load(&self.engine, plugin_type)?;
         sandbox::supported_versions(&self.engine, &plugin).map_err(|source| Error::Plugin {
@@ -756,7 +756,7 @@ fn result_error(run: &ChainRun<'_>, error: cniwasm_types::ResultError) -> Error 
     invalid_output(run, run.list.plugins.len() - 1, error.to_string())
 }
 
-/// The error for an ADD result of plugin `index` that cannot be used.
+/// Builds the error for an ADD result of plugin `index` that cannot be used.
 fn invalid_output(run: &ChainRun<'_>, index: usize, reason: String) -> Error {
     let plugin_type = run.list.plugins[index].plugin_type.clone();
     Error::Plugin {
@@ -866,7 +866,7 @@ fn check_netns_exists(netns: &Path) -> Result<(), Error> {
     }
 }
 
-/// A random 16-hex-digit id for audit records.
+/// Generates a random 16-hex-digit id for audit records.
 fn random_id() -> String {
     let mut bytes = [0u8; 8];
     // Without randomness the id is all zeros: records stay valid, only

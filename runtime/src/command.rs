@@ -37,7 +37,7 @@ pub struct CommandOptions {
     pub policy: Option<PathBuf>,
 }
 
-/// Where the node's policy lives when none is named.
+/// The policy path read when none is named.
 pub const DEFAULT_POLICY_PATH: &str = "/etc/cniwasm/policy.json";
 
 /// Reads the policy: the named file, which must exist, or the default path,
@@ -249,7 +249,7 @@ mod tests {
     }
 }
 
-/// What `cniwasm inspect` reports about a plugin file.
+/// The report of `cniwasm inspect` on a plugin file.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PluginReport {
     pub path: String,
@@ -438,7 +438,7 @@ fn format_audit_record(record: &Value, field: &dyn Fn(&Value, &str) -> String) -
 #[derive(Debug, Clone)]
 pub struct InstallOptions {
     pub plugins: Vec<PathBuf>,
-    /// Where the `.wasm` files go (exec mode looks there first).
+    /// Directory for the `.wasm` files, which exec mode searches first.
     pub plugin_dir: PathBuf,
     /// The CNI bin directory that container runtimes search.
     pub bin_dir: PathBuf,
@@ -579,7 +579,7 @@ pub fn list_plugins(
     Ok(lines)
 }
 
-/// What `cniwasm validate` found: the capabilities the list's plugins
+/// The findings of `cniwasm validate`: the capabilities the list's plugins
 /// declare, and every problem at once.
 #[derive(Debug, Clone, Default)]
 pub struct Validation {

@@ -133,7 +133,7 @@ impl PluginEngine {
     }
 }
 
-/// The `cniwasm:host` interfaces a component imports, by short name (`link`,
+/// Lists the `cniwasm:host` interfaces a component imports, by short name (`link`,
 /// `nat`, ...). WASI imports are not listed: the host links them but grants
 /// nothing through them.
 pub fn host_imports(engine: &Engine, component: &Component) -> Vec<String> {
@@ -148,7 +148,7 @@ pub fn host_imports(engine: &Engine, component: &Component) -> Vec<String> {
         .collect()
 }
 
-/// The functions a component exports, by name.
+/// Lists the functions a component exports, by name.
 pub fn exports(engine: &Engine, component: &Component) -> Vec<String> {
     component
         .component_type()

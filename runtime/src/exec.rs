@@ -2,7 +2,7 @@
 //! container runtime that runs plugins itself (containerd, CRI-O, podman
 //! through libcni). It reads the `CNI_*` environment and the configuration
 //! on stdin, runs one wasm plugin in the same sandbox, under the same policy
-//! and audit as the CLI, and answers on stdout as a CNI plugin must.
+//! and audit as the CLI, and writes its output to stdout as a CNI plugin must.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ use crate::config::{NetworkConfigList, PluginConfig, check_name};
 use crate::kernel::LinuxKernelFactory;
 use crate::sandbox::Command;
 
-/// Where plugins are looked up in exec mode before `CNI_PATH`, unless
+/// The plugin directory searched in exec mode before `CNI_PATH`, unless
 /// `CNIWASM_PLUGIN_PATH` names other directories.
 pub const DEFAULT_PLUGIN_PATH: &str = "/opt/cniwasm/plugins";
 
@@ -41,8 +41,8 @@ impl ExecRequest {
     }
 }
 
-/// The text printed on stderr when the plugin runs without `CNI_COMMAND`,
-/// as the reference plugins print theirs.
+/// Formats the text printed on stderr when the plugin runs without
+/// `CNI_COMMAND`, as the reference plugins print theirs.
 pub fn about(invoked_as: Option<&str>) -> String {
     format!(
         "CNI plugin {} (cniwasm {})\nCNI protocol versions supported: {}",
@@ -249,8 +249,8 @@ fn new_runtime(request: &ExecRequest) -> Result<Runtime, CniError> {
     Runtime::new(options, Arc::new(LinuxKernelFactory)).map_err(|error| error.to_cni_error())
 }
 
-/// Answers VERSION with the plugin's own supported versions when the plugin
-/// can be found, else with every version cniwasm's results support.
+/// Returns the VERSION output: the plugin's own supported versions when the
+/// plugin type is known, else every version cniwasm's results support.
 fn version(request: &ExecRequest) -> Result<String, CniError> {
     let plugin_type = request.invoked_as.clone().or_else(|| {
         serde_json::from_slice::<Value>(&request.stdin)

@@ -28,7 +28,7 @@ pub(crate) struct IpamRunner {
     pub invocation: types::Invocation,
     /// The delegating plugin's configuration, passed on unchanged.
     pub config: String,
-    /// Where IPAM state lives when the configuration sets no `ipam.dataDir`.
+    /// The IPAM state root used when the configuration sets no `ipam.dataDir`.
     pub default_data_dir: PathBuf,
     pub policy: Arc<Policy>,
     pub audit: AuditLog,

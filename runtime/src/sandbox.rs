@@ -16,7 +16,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 use crate::engine::{EPOCH_TICK, LoadedPlugin, PluginEngine};
 
-/// Where an IPAM plugin finds its state directory.
+/// The guest path of an IPAM plugin's state directory.
 pub const STATE_DIR_GUEST_PATH: &str = "/state";
 
 /// Bytes of a plugin's stderr kept for logs and error details.
@@ -163,7 +163,7 @@ impl PluginError {
         }
     }
 
-    /// The audit outcome: `cni-error:<code>`, `trap`, `deadline` and so on.
+    /// Names the audit outcome: `cni-error:<code>`, `trap`, `deadline` and so on.
     fn audit_outcome(&self) -> String {
         match self {
             PluginError::Cni { error, .. } => format!("cni-error:{}", error.code),
