@@ -80,6 +80,37 @@ impl IptablesFirewall {
         restore(family, operation, &script)
     }
 
+    /// Applies the script that `plan` builds for each family, IPv4 first,
+    /// as two calls of [`Self::apply`] would, but under one lock and with
+    /// both `save` commands running at the same time: a DEL pays one save
+    /// latency instead of two.
+    fn apply_both_families(
+        &self,
+        operation: &str,
+        plan: impl Fn(&SavedTable) -> RestoreScript,
+    ) -> Result<(), KernelError> {
+        let _lock = self.lock(operation)?;
+
+        let (v4_state, v6_state) = std::thread::scope(|scope| {
+            let v6 = scope.spawn(|| save(Family::V6, operation));
+            let v4 = save(Family::V4, operation);
+            let v6 = v6
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (v4, v6)
+        });
+
+        // The tables are independent, so saving the IPv6 one before the IPv4
+        // restore reads the same state as saving it after.
+        for (family, state) in [(Family::V4, v4_state), (Family::V6, v6_state)] {
+            let script = plan(&state?);
+            if !script.is_empty() {
+                restore(family, operation, &script)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the nat table under the lock, so no restore runs halfway.
     fn read(&self, family: Family, operation: &str) -> Result<SavedTable, KernelError> {
         let _lock = self.lock(operation)?;
@@ -257,12 +288,9 @@ impl Firewall for IptablesFirewall {
         let operation = format!("remove port mappings of {}", describe(owner));
         let chain = owner.dnat_chain();
 
-        for family in [Family::V4, Family::V6] {
-            self.apply(family, &operation, |state| {
-                Ok(script::remove_port_mappings_script(state, &chain))
-            })?;
-        }
-        Ok(())
+        self.apply_both_families(&operation, |state| {
+            script::remove_port_mappings_script(state, &chain)
+        })
     }
 
     fn add_masquerade(&mut self, owner: &Owner, address: IpNet) -> Result<(), KernelError> {
@@ -290,11 +318,8 @@ impl Firewall for IptablesFirewall {
         let operation = format!("remove masquerade of {}", describe(owner));
         let chain = owner.masquerade_chain();
 
-        for family in [Family::V4, Family::V6] {
-            self.apply(family, &operation, |state| {
-                Ok(script::remove_masquerade_script(state, &chain))
-            })?;
-        }
-        Ok(())
+        self.apply_both_families(&operation, |state| {
+            script::remove_masquerade_script(state, &chain)
+        })
     }
 }
