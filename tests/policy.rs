@@ -582,3 +582,26 @@ fn inspect_reports_imports_and_admission() {
         output.stdout
     );
 }
+
+#[test]
+fn host_call_limit_ends_plugin() {
+    if !require_root() {
+        return;
+    }
+    let case = Case::new("panic", "enforce");
+    let audit_log = case.scenario.dir.path().join("audit.log");
+    let tight = json!({
+        "auditLog": audit_log,
+        "plugins": {"bridge": {"limits": {"memoryBytes": 67108864, "deadlineMs": 5000, "maxHostCalls": 3, "maxResultBytes": 65536}}}
+    });
+    std::fs::write(&case.policy, tight.to_string()).unwrap();
+
+    assert_failure(&case.run("add"), 101, "bridge", "limit of 3 host calls");
+    case.assert_rolled_back();
+    assert_eq!(
+        case.audited("bridge", "deny", "limits.maxHostCalls").len(),
+        1,
+        "{:#?}",
+        case.audit()
+    );
+}

@@ -349,3 +349,42 @@ fn second_add_keeps_first_attachment() {
 
     del(&scenario, &netns);
 }
+
+#[test]
+fn loopback_sets_lo_up_and_down() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    scenario.write_config(
+        "10-lo.conflist",
+        r#"{"cniVersion": "1.0.0", "name": "lonet", "plugins": [{"type": "loopback"}]}"#,
+    );
+    let container = Netns::create("cwc");
+    container.exec_ok(&["ip", "link", "set", "lo", "down"]);
+    let netns = container.path().to_str().unwrap().to_string();
+
+    let output = scenario.cniwasm(&["add", "lonet", &netns], &[("CNI_IFNAME", "lo")]);
+    output.assert_success();
+    let result = output.json();
+    assert_eq!(result["interfaces"][0]["name"], json!("lo"));
+    assert_eq!(result["interfaces"][0]["sandbox"], json!(netns));
+    assert_eq!(result["ips"][0]["address"], json!("127.0.0.1/8"));
+    let lo = container.ip_json(&["link", "show", "lo"]);
+    assert!(
+        lo[0]["flags"].as_array().unwrap().contains(&json!("UP")),
+        "{lo}"
+    );
+
+    scenario
+        .cniwasm(&["check", "lonet", &netns], &[("CNI_IFNAME", "lo")])
+        .assert_success();
+    scenario
+        .cniwasm(&["del", "lonet", &netns], &[("CNI_IFNAME", "lo")])
+        .assert_success();
+    let lo = container.ip_json(&["link", "show", "lo"]);
+    assert!(
+        !lo[0]["flags"].as_array().unwrap().contains(&json!("UP")),
+        "{lo}"
+    );
+}

@@ -481,28 +481,38 @@ impl Runtime {
         })
     }
 
-    /// Refuses an ADD whose interface already exists in the container: the
-    /// attachment is there already, and the rollback of a failed ADD would
-    /// tear it down.
+    /// Refuses an ADD for an attachment that exists already, since the
+    /// rollback of a failed ADD would tear it down: one with a cached result,
+    /// or whose interface exists in the container. `lo` always exists, so
+    /// only the cache tells for it.
     fn check_not_attached(&self, run: &ChainRun<'_>) -> Result<(), Error> {
-        let mut kernel = run
-            .kernel
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if kernel
-            .netlink
-            .get_link(Namespace::Container, &run.attachment.ifname)?
-            .is_some()
-        {
-            return Err(Error::invalid(
-                codes::INVALID_ENVIRONMENT_VARIABLES,
-                format!(
-                    "interface {} already exists in the container: it is attached already; run DEL first or choose another CNI_IFNAME",
-                    run.attachment.ifname
-                ),
-            ));
+        let ifname = &run.attachment.ifname;
+        let cached = cache::cache_path(&self.options.cache_dir, cache_key(run)).exists();
+        let present = ifname != "lo" && {
+            let mut kernel = run
+                .kernel
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            kernel
+                .netlink
+                .get_link(Namespace::Container, ifname)?
+                .is_some()
+        };
+        if !cached && !present {
+            return Ok(());
         }
-        Ok(())
+
+        let reason = if cached {
+            "a result is cached for this attachment"
+        } else {
+            "the interface exists in the container"
+        };
+        Err(Error::invalid(
+            codes::INVALID_ENVIRONMENT_VARIABLES,
+            format!(
+                "container is attached already as {ifname} ({reason}): run DEL first or choose another CNI_IFNAME"
+            ),
+        ))
     }
 
     /// Finds a plugin and checks it against the policy: a wasm plugin's
