@@ -195,7 +195,7 @@ impl Netlink for LinuxNetlink {
 
     fn create_veth(&mut self, spec: &VethSpec) -> Result<(LinkInfo, LinkInfo), KernelError> {
         let operation = format!(
-            "create veth {} with peer {} in the container netns",
+            "create veth {} with peer {} placed in the container",
             spec.host_name, spec.container_name
         );
         let container = self.connection(Namespace::Container, &operation)?;
