@@ -194,11 +194,16 @@ fn print_scaling(figures: &Figures) -> Option<f64> {
     println!("| containers | ADD | DEL |");
     println!("|---|---|---|");
     let mut medians = Vec::new();
-    for (level, adds, dels) in &figures.scaling {
-        let add = Summary::of(adds)?;
-        let del = Summary::of(dels)?;
-        println!("| {level} | {} | {} |", spread(&add), spread(&del));
-        medians.push((*level, add.median));
+    for level in &figures.scaling {
+        let add = Summary::of(&level.adds)?;
+        let del = Summary::of(&level.dels)?;
+        println!(
+            "| {} | {} | {} |",
+            level.containers,
+            spread(&add),
+            spread(&del)
+        );
+        medians.push((level.containers, add.median));
     }
     let at = |level: usize| medians.iter().find(|m| m.0 == level).map(|m| m.1);
     Some(at(500)? / at(10)?)

@@ -111,8 +111,15 @@ pub struct Figures {
     pub cycles: Vec<(Kind, Vec<Cycle>)>,
     pub cold_add: Vec<Duration>,
     pub probe: probe::ProbeTimes,
-    pub scaling: Vec<(usize, Vec<Duration>, Vec<Duration>)>,
+    pub scaling: Vec<ScaleLevel>,
     pub concurrent: Option<Concurrent>,
+}
+
+/// ADD and DEL samples with `containers` containers already attached.
+pub struct ScaleLevel {
+    pub containers: usize,
+    pub adds: Vec<Duration>,
+    pub dels: Vec<Duration>,
 }
 
 pub struct Concurrent {
@@ -471,10 +478,7 @@ fn run_at_once(
 
 /// Samples ADD and DEL latency with 1, 10, 100, ... containers already on
 /// one bridge, on a /16 copy of the seed network so 500 containers fit.
-fn scaling(
-    setup: &Setup,
-    options: &RunOptions,
-) -> anyhow::Result<Vec<(usize, Vec<Duration>, Vec<Duration>)>> {
+fn scaling(setup: &Setup, options: &RunOptions) -> anyhow::Result<Vec<ScaleLevel>> {
     let mut levels = options.scale_levels.clone();
     levels.sort_unstable();
     if levels.is_empty() {
@@ -492,7 +496,7 @@ fn scaling(
             let (container, _) = Netns::create(&format!("{}-s{}", setup.prefix, filled.len()))?;
             run_ok(&mut path.command(setup, "add", &container, 0))?;
             filled.push(container);
-            if filled.len() % 50 == 0 {
+            if filled.len().is_multiple_of(50) {
                 eprint!("\r   {} containers", filled.len());
             }
         }
@@ -507,7 +511,11 @@ fn scaling(
             dels.push(cycle.del);
         }
         eprintln!("\r   {level} containers sampled");
-        figures.push((level, adds, dels));
+        figures.push(ScaleLevel {
+            containers: level,
+            adds,
+            dels,
+        });
     }
 
     eprintln!("   removing {} containers", filled.len());
