@@ -314,6 +314,9 @@ fn new_store(
     // Deny by default: no environment, arguments, stdin, sockets or files,
     // only the IPAM state directory when the host grants it.
     let mut wasi = WasiCtx::builder();
+    // Filesystem calls then run on this thread instead of a blocking-pool
+    // round trip each; host-local's state directory is the only file access.
+    wasi.allow_blocking_current_thread(true);
     wasi.stderr(stderr)
         .allow_tcp(false)
         .allow_udp(false)
