@@ -231,3 +231,83 @@ fn validate_lists_every_problem() {
         "{message}"
     );
 }
+
+/// bridge, portmap, a plugin whose DEL fails while `failDel` is set, loopback.
+fn four_plugin_list(fail_del: bool) -> String {
+    json!({
+        "cniVersion": "0.4.0",
+        "name": "lifenet",
+        "plugins": [
+            {"type": "bridge", "bridge": "lifebr", "isGateway": true, "ipMasq": true,
+             "ipam": {"type": "host-local", "subnet": "10.244.40.0/24", "routes": [{"dst": "0.0.0.0/0"}]}},
+            {"type": "portmap", "capabilities": {"portMappings": true}},
+            {"type": "fail-del", "failDel": fail_del},
+            {"type": "loopback"}
+        ]
+    })
+    .to_string()
+}
+
+#[test]
+fn del_goes_past_failing_plugin_and_keeps_cache() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    scenario.write_config("10-lifenet.conflist", &four_plugin_list(true));
+    let container = Netns::create("cwc");
+    let netns = container.path().display().to_string();
+    let cni_path = format!(
+        "{}:{}",
+        cniwasm_integration_tests::plugin_dir().display(),
+        cniwasm_integration_tests::repo_root()
+            .join("plugins-wasm/out-test")
+            .display()
+    );
+    let env = [("CNI_PATH", cni_path.as_str()), ("CAP_ARGS", CAP_ARGS)];
+    scenario
+        .cniwasm(&["add", "lifenet", &netns], &env)
+        .assert_success();
+
+    let failed = scenario.cniwasm(&["del", "lifenet", &netns], &env);
+
+    assert!(!failed.status.success());
+    let error = failed.json();
+    assert_eq!(error["code"], json!(197), "{error}");
+    assert!(
+        error["msg"].as_str().unwrap().contains("fail-del"),
+        "{error}"
+    );
+    // The other three ran their DEL: loopback set lo down, portmap removed its
+    // rules, bridge removed the interface and released the address.
+    let lo = container.ip_json(&["link", "show", "lo"]);
+    assert!(
+        !lo[0]["flags"].as_array().unwrap().contains(&json!("UP")),
+        "loopback DEL did not run: {lo}"
+    );
+    assert!(
+        !scenario
+            .host
+            .nat_rules()
+            .iter()
+            .any(|rule| rule.contains("CNI-DN-")),
+        "portmap DEL did not run"
+    );
+    assert!(
+        !container.link_names().contains(&"eth0".to_string()),
+        "bridge DEL did not run"
+    );
+    assert!(scenario.reservations("lifenet").is_empty());
+    assert_eq!(
+        scenario.cache_files().len(),
+        1,
+        "the cache must stay so DEL can be retried"
+    );
+
+    // Fixing the cause lets a second DEL succeed and remove the cache.
+    scenario.write_config("10-lifenet.conflist", &four_plugin_list(false));
+    scenario
+        .cniwasm(&["del", "lifenet", &netns], &env)
+        .assert_success();
+    assert!(scenario.cache_files().is_empty());
+}
