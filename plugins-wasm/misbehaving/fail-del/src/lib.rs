@@ -11,12 +11,17 @@ const DEL_FAILED: u32 = 197;
 
 impl Plugin for FailDel {
     fn add(_inv: &Invocation, config: &PluginConfig) -> Result<AddOutput, CniError> {
-        Ok(AddOutput::Result(config.prev_result.clone().unwrap_or_default()))
+        Ok(AddOutput::Result(
+            config.prev_result.clone().unwrap_or_default(),
+        ))
     }
 
     fn del(_inv: &Invocation, config: &PluginConfig) -> Result<(), CniError> {
         if config.raw.get("failDel").and_then(|value| value.as_bool()) == Some(true) {
-            return Err(CniError::new(DEL_FAILED, "DEL failed on purpose: failDel is set"));
+            return Err(CniError::new(
+                DEL_FAILED,
+                "DEL failed on purpose: failDel is set",
+            ));
         }
         Ok(())
     }
