@@ -35,19 +35,27 @@ fn normalize(result: &Value) -> Value {
     result
 }
 
-/// Runs `list` (with `cni_version`) both ways and compares.
+/// Runs the seed list with `cni_version` both ways and compares.
 fn compare(cni_version: &str) {
     let text = std::fs::read_to_string(repo_root().join("examples/mynet.conflist")).unwrap();
     let mut list: Value = serde_json::from_str(&text).unwrap();
     list["cniVersion"] = json!(cni_version);
-    let capability_args: Map<String, Value> = serde_json::from_str(CAP_ARGS).unwrap();
+    compare_list(list, CAP_ARGS);
+}
+
+/// Runs `list` (named `mynet`) with `cap_args` through cniwasm and the
+/// reference plugins, and compares results, NAT rules of both families and
+/// container routes.
+fn compare_list(list: Value, cap_args: &str) {
+    let cni_version = list["cniVersion"].as_str().unwrap().to_string();
+    let capability_args: Map<String, Value> = serde_json::from_str(cap_args).unwrap();
 
     // cniwasm in one host namespace.
     let ours = Scenario::new();
     ours.write_config("10-mynet.conflist", &list.to_string());
     let our_container = Netns::create("cwc");
     let our_netns = our_container.path().to_str().unwrap().to_string();
-    let output = ours.cniwasm(&["add", "mynet", &our_netns], &[("CAP_ARGS", CAP_ARGS)]);
+    let output = ours.cniwasm(&["add", "mynet", &our_netns], &[("CAP_ARGS", cap_args)]);
     output.assert_success();
     let our_result = output.json();
 
@@ -87,7 +95,7 @@ fn compare(cni_version: &str) {
         "container routes differ for {cni_version}"
     );
 
-    ours.cniwasm(&["del", "mynet", &our_netns], &[("CAP_ARGS", CAP_ARGS)])
+    ours.cniwasm(&["del", "mynet", &our_netns], &[("CAP_ARGS", cap_args)])
         .assert_success();
     reference.del(Some(&their_result)).expect("reference DEL");
     assert_eq!(
@@ -128,4 +136,26 @@ fn seed_matches_reference_1_0_0() {
     if require_root() {
         compare("1.0.0");
     }
+}
+
+#[test]
+fn dual_stack_matches_reference() {
+    if !require_root() {
+        return;
+    }
+    let list = json!({
+        "cniVersion": "1.0.0",
+        "name": "mynet",
+        "plugins": [
+            {"type": "bridge", "bridge": "mynet", "isGateway": true, "ipMasq": true,
+             "ipam": {"type": "host-local",
+                      "ranges": [[{"subnet": "10.244.80.0/24"}], [{"subnet": "fd00:80::/64"}]],
+                      "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}},
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]
+    });
+    compare_list(
+        list,
+        r#"{"portMappings":[{"hostPort":9092,"containerPort":80,"protocol":"tcp"}]}"#,
+    );
 }

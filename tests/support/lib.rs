@@ -129,6 +129,15 @@ impl Netns {
             .collect()
     }
 
+    /// `ip6tables-save -t nat` inside the namespace, without comments and counters.
+    pub fn nat6_rules(&self) -> Vec<String> {
+        self.exec_ok(&["ip6tables-save", "-t", "nat"])
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.starts_with('*') && *line != "COMMIT")
+            .map(|line| line.to_string())
+            .collect()
+    }
+
     pub fn exists(&self) -> bool {
         Path::new(&format!("/var/run/netns/{}", self.name)).exists()
     }
