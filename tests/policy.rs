@@ -605,3 +605,35 @@ fn host_call_limit_ends_plugin() {
         case.audit()
     );
 }
+
+#[test]
+fn withheld_state_directory_fails_ipam() {
+    if !require_root() {
+        return;
+    }
+    let case = Case::new("panic", "enforce");
+    let withheld = json!({"plugins": {"host-local": {"ipamState": false}}});
+    std::fs::write(&case.policy, withheld.to_string()).unwrap();
+
+    let output = case.run("add");
+
+    assert!(
+        !output.status.success(),
+        "host-local allocated without its state directory"
+    );
+    let message = output.json()["msg"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("host-local") || message.contains("state"),
+        "{message}"
+    );
+    case.assert_rolled_back();
+    assert!(
+        !case
+            .scenario
+            .ipam_dir()
+            .join("polnet")
+            .join("lock")
+            .exists(),
+        "the state directory was opened"
+    );
+}
