@@ -130,7 +130,12 @@ impl PortmapConfig {
 
 fn parse_mappings(value: &Value) -> Result<Vec<Mapping>, CniError> {
     let raw: Vec<RawMapping> = serde_json::from_value(value.clone())
-        .map_err(|error| invalid(format!("invalid runtimeConfig.portMappings: {error}")))?;
+        .map_err(|error| {
+            invalid(format!(
+                "invalid runtimeConfig.portMappings (the portMappings capability argument, CAP_ARGS for cniwasm): {error}; \
+                 expected a list such as [{{\"hostPort\": 8080, \"containerPort\": 80, \"protocol\": \"tcp\"}}] with integer ports"
+            ))
+        })?;
     raw.iter().map(validate_mapping).collect()
 }
 
