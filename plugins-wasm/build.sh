@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the plugins as WebAssembly components (wasm32-wasip2, release
 # profile) and copies each one to out/<CNI type>.wasm. Cargo names the
-# host-local artifact host_local.wasm, so the copy also restores the type name
-# next to the cargo output.
+# host-local artifact host_local.wasm and the static one static_ipam.wasm, so
+# the copy also puts a file named after the type next to the cargo output.
 #
 # The test-only plugins under misbehaving/ go to out-test/<name>.wasm, never
 # to out/, so a CNI_PATH of out/ cannot pick one up by accident. The example
@@ -15,8 +15,12 @@ cargo build --release
 
 release=target/wasm32-wasip2/release
 mkdir -p out
-for crate in bridge host_local portmap loopback; do
-    plugin_type=${crate//_/-}
+# Each entry is <cargo artifact>:<CNI type>. The static package is named
+# static-ipam because `static` is a Rust keyword.
+for entry in bridge:bridge host_local:host-local portmap:portmap loopback:loopback \
+    static_ipam:static; do
+    crate=${entry%%:*}
+    plugin_type=${entry#*:}
     cp "$release/$crate.wasm" "out/$plugin_type.wasm"
     if [ "$plugin_type" != "$crate" ]; then
         cp "$release/$crate.wasm" "$release/$plugin_type.wasm"
