@@ -58,7 +58,7 @@ impl StaticConfig {
         let mut addresses = raw
             .addresses
             .iter()
-            .map(|entry| configured_address(entry))
+            .map(configured_address)
             .collect::<Result<Vec<_>, _>>()?;
         addresses.extend(cni_args_addresses(inv)?);
         apply_cni_args_gateways(&mut addresses, inv)?;
