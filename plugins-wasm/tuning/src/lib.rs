@@ -87,11 +87,6 @@ fn require_prev_result(config: &PluginConfig) -> Result<&cniwasm_types::Result, 
 }
 
 /// Applies the MAC address, promiscuous mode and MTU in one host call.
-///
-/// NOTE: the reference plugin sets the link down to change the MAC address
-/// and up again, which makes the kernel drop the IPv4 routes through the
-/// link; the host changes the address of a running veth instead, so the
-/// routes stay.
 fn apply_link_settings(ifname: &str, options: &TuningConfig) -> Result<(), CniError> {
     let settings = LinkSettings {
         up: None,
