@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 const NETWORK: &str = "morenet";
 
-/// The container id cnitool (and so cniwasm) derives from a namespace path.
+/// Derives the container id from a namespace path as cnitool (and so cniwasm) does.
 fn container_id(netns: &str) -> String {
     use sha2::{Digest, Sha512};
     format!(
@@ -20,8 +20,8 @@ fn container_id(netns: &str) -> String {
     )
 }
 
-/// The reference plugins' per-container NAT chain: `CNI-` and 24 hex digits
-/// of SHA-512 over the network name followed by the container id.
+/// Returns the reference plugins' per-container NAT chain: `CNI-` and 24 hex
+/// digits of SHA-512 over the network name followed by the container id.
 fn nat_chain(container_id: &str) -> String {
     use sha2::{Digest, Sha512};
     let digest = hex::encode(Sha512::digest(format!("{NETWORK}{container_id}")));
@@ -50,8 +50,8 @@ fn is_host_veth(name: &str) -> bool {
     name.len() == 12 && name.starts_with("veth")
 }
 
-/// The comparable part of `ip -j addr show`: per link its name, MTU, flags
-/// and addresses other than link-local ones, with host veth names blanked.
+/// Extracts from `ip -j addr show` per link its name, MTU, flags and
+/// addresses other than link-local ones, with host veth names blanked.
 fn addresses(netns: &Netns) -> Vec<Value> {
     let links = netns.ip_json(&["addr", "show"]);
     links
@@ -92,8 +92,8 @@ fn addresses(netns: &Netns) -> Vec<Value> {
         .collect()
 }
 
-/// The comparable part of the routes of both families, with host veth names
-/// blanked. `keep_source` keeps the preferred source address (`prefsrc`).
+/// Lists the routes of both families in comparable form, with host veth
+/// names blanked. `keep_source` keeps the preferred source address (`prefsrc`).
 fn routes(netns: &Netns, keep_source: bool) -> Vec<Value> {
     let mut all = Vec::new();
     for family in ["-4", "-6"] {
@@ -233,7 +233,7 @@ impl SideBySide {
         );
     }
 
-    /// Runs CHECK both ways; both must pass.
+    /// Runs CHECK both ways, which must both pass.
     fn check(&self) {
         self.ours
             .cniwasm(
@@ -419,6 +419,41 @@ fn static_alone_matches_reference() {
     }
 }
 
+/// `CNI_ARGS` `IP` adds addresses and `GATEWAY` sets the gateway of the
+/// address whose subnet contains it. The reference driver passes an empty
+/// `CNI_ARGS`, so only cniwasm runs here.
+#[test]
+fn static_reads_cni_args_ip_and_gateway() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    let list = json!({
+        "cniVersion": "1.0.0",
+        "name": NETWORK,
+        "plugins": [{"type": "static", "ipam": {"type": "static",
+            "addresses": [{"address": "10.244.74.5/24"}]}}]
+    });
+    scenario.write_config("10-more.conflist", &list.to_string());
+    let container = Netns::create("cwc");
+    let netns = container.path().to_str().unwrap().to_string();
+    let cni_args = "IgnoreUnknown=1;IP=10.244.75.7/24;GATEWAY=10.244.75.1";
+
+    let output = scenario.cniwasm(&["add", NETWORK, &netns], &[("CNI_ARGS", cni_args)]);
+    output.assert_success();
+    let result = output.json();
+    assert_eq!(
+        result["ips"],
+        json!([{"address": "10.244.74.5/24"},
+               {"address": "10.244.75.7/24", "gateway": "10.244.75.1"}])
+    );
+
+    scenario
+        .cniwasm(&["del", NETWORK, &netns], &[("CNI_ARGS", cni_args)])
+        .assert_success();
+    assert!(scenario.cache_files().is_empty(), "cache after DEL");
+}
+
 /// Moves the static keys under `ipam`, where the plugin reads them also when
 /// it runs as the main plugin.
 fn static_as_plugin(mut list: Value) -> Value {
@@ -460,9 +495,9 @@ fn bridge_tuning_matches_reference() {
         "capabilities": {"mac": true},
         "mtu": 1400,
         "promisc": true,
-        // NOTE: `IFNAME` in a key works in the reference ADD but not in its
-        // CHECK (version 1.1.1), so the name is spelled out here; the unit
-        // tests cover the replacement.
+        // NOTE: the reference tuning 1.1.1 replaces `IFNAME` in a key on ADD
+        // but not on CHECK, so the name is spelled out here. The unit tests
+        // cover the replacement.
         "sysctl": {"net.ipv4.conf.eth0.arp_notify": "0", "net.core.somaxconn": "512"}
     }));
     let pair = SideBySide::add(list, &format!(r#"{{"mac":"{TUNED_MAC}"}}"#));

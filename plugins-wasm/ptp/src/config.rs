@@ -9,7 +9,7 @@ use cniwasm_plugin_sdk::{CniError, PluginConfig, codes};
 pub struct PtpConfig {
     /// Masquerade traffic from the container's addresses leaving their subnet.
     pub ip_masq: bool,
-    /// MTU in bytes for both veth ends; `None` keeps the kernel default.
+    /// MTU in bytes for both veth ends, or `None` for the kernel default.
     pub mtu: Option<u32>,
 }
 

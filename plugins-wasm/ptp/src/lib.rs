@@ -88,8 +88,8 @@ struct Undo {
 }
 
 impl Undo {
-    /// Undoes the recorded steps; failures are logged, because the error of
-    /// the step that failed is the one the runtime needs.
+    /// Undoes the recorded steps. Failures are only logged, because the
+    /// error of the step that failed is the one the runtime needs.
     fn run(&self) {
         if self.masquerade
             && let Err(error) = nat::remove_masquerade()
@@ -184,8 +184,8 @@ fn interfaces(inv: &Invocation, pair: &VethPair) -> Vec<Interface> {
 ///
 /// TODO: the host API's route-spec has no preferred source address, so the
 /// routes through the gateway lack the `src <container address>` that the
-/// reference plugin sets; the kernel then picks the source by its own rules,
-/// which choose the same address while the link has one address per family.
+/// reference plugin sets. With one address per family on the link the kernel
+/// picks that address anyway, but a second address could become the source.
 fn configure_container(
     ifname: &str,
     result: &cniwasm_types::Result,
@@ -231,8 +231,8 @@ fn configure_host_veth(name: &str, links: &[PointToPoint]) -> Result<(), CniErro
         address::add(Netns::Host, name, &gateway)
             .context(&format!("failed to add {gateway} to host veth {name:?}"))?;
 
-        // NOTE: the reference plugin adds this route with host scope; the
-        // host API gives a route without a gateway link scope.
+        // NOTE: the reference plugin adds this route with host scope. The
+        // host API gives every route without a gateway link scope.
         add_route(
             Netns::Host,
             &route::RouteSpec {

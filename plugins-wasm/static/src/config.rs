@@ -12,7 +12,7 @@ use cniwasm_plugin_sdk::{CniError, Invocation, PluginConfig, codes};
 /// One address of the result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticAddress {
-    /// Address with prefix length; the host bits are kept (`10.1.2.5/24`).
+    /// Address with prefix length, host bits kept (`10.1.2.5/24`).
     pub address: IpNet,
     pub gateway: Option<IpAddr>,
 }
@@ -112,7 +112,7 @@ fn cni_args_addresses(inv: &Invocation) -> Result<Vec<StaticAddress>, CniError> 
 }
 
 /// Applies `CNI_ARGS` `GATEWAY` (comma-separated) to every address whose
-/// subnet contains the gateway; a later gateway of the same subnet wins.
+/// subnet contains the gateway. A later gateway of the same subnet wins.
 fn apply_cni_args_gateways(
     addresses: &mut [StaticAddress],
     inv: &Invocation,
@@ -136,8 +136,8 @@ fn apply_cni_args_gateways(
     Ok(())
 }
 
-/// Reads a list of CIDR addresses from `args.cni.ips` or `runtimeConfig.ips`;
-/// `None` when the list is absent or empty, so it replaces nothing.
+/// Reads a list of CIDR addresses from `args.cni.ips` or `runtimeConfig.ips`.
+/// Returns `None` when the list is absent or empty, so it replaces nothing.
 fn requested_addresses(
     origin: &str,
     value: Option<&Value>,

@@ -22,9 +22,9 @@ pub struct TuningConfig {
     pub sysctls: Vec<Sysctl>,
     /// Lower-case colon-separated MAC address for the interface.
     pub mac: Option<String>,
-    /// Turns promiscuous mode on; false leaves the link as it is.
+    /// Turns promiscuous mode on when true. False leaves the link as it is.
     pub promisc: bool,
-    /// MTU in bytes; `None` leaves the link as it is.
+    /// MTU in bytes, or `None` to leave the link as it is.
     pub mtu: Option<u32>,
 }
 
@@ -106,8 +106,8 @@ impl TuningConfig {
 
 /// Rejects the keys that the host API cannot apply, in the configuration
 /// and in `args.cni`.
-// TODO: `link-settings` in the host API would need `allmulti` (IFF_ALLMULTI)
-// and `tx-queue-len` fields; until then these keys cannot be honoured.
+// TODO: `link-settings` in the host API needs `allmulti` (IFF_ALLMULTI) and
+// `tx-queue-len` fields before these keys can be applied.
 fn reject_unsupported(config: &PluginConfig) -> Result<(), CniError> {
     let args = config.raw.get("args").and_then(|args| args.get("cni"));
     for key in ["allmulti", "txQLen"] {

@@ -30,7 +30,7 @@ impl Plugin for Tuning {
         // TODO: the reference plugin saves the original MAC, MTU and
         // promiscuous mode to a file before changing them, and DEL restores
         // them. This plugin has no files, so restoring needs state that the
-        // host keeps per attachment; until the host API offers that, a link
+        // host keeps per attachment. Until the host API offers that, a link
         // that outlives the chain keeps the tuned values after DEL.
         if options.changes_link() {
             apply_link_settings(&inv.ifname, &options)?;
