@@ -338,3 +338,57 @@ fn install_links_plugins_and_protects_native_ones() {
             .contains(&json!("1.0.0"))
     );
 }
+
+#[test]
+fn del_with_empty_netns_releases_everything() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    let links = link_dir(&scenario);
+    let text = std::fs::read_to_string(repo_root().join("examples/mynet.conflist")).unwrap();
+    let mut list: Value = serde_json::from_str(&text).unwrap();
+    list["cniVersion"] = json!("1.0.0");
+    list["plugins"][0]["ipam"]["dataDir"] = json!(scenario.ipam_dir());
+    let capability_args: Map<String, Value> = serde_json::from_str(
+        r#"{"portMappings":[{"hostPort":9090,"containerPort":80,"protocol":"tcp"}]}"#,
+    )
+    .unwrap();
+    let container = Netns::create("cwc");
+    let netns = container.path().display().to_string();
+    let plugin_path = plugin_dir().display().to_string();
+    let compile_cache = shared_compile_cache().display().to_string();
+    let env = [
+        ("CNIWASM_PLUGIN_PATH", plugin_path.as_str()),
+        ("CNIWASM_COMPILE_CACHE", compile_cache.as_str()),
+    ];
+    let mut run = ReferenceRun {
+        host: &scenario.host,
+        list: &list,
+        container_id: "empty-netns-del",
+        netns_path: &netns,
+        ifname: "eth0",
+        capability_args: &capability_args,
+        plugin_dir: &links,
+        extra_env: &env,
+    };
+    let result = run.add().expect("ADD through the links");
+    container.delete();
+
+    // The runtime lost the namespace and passes CNI_NETNS empty, as the
+    // specification allows on DEL.
+    run.netns_path = "";
+    run.del(Some(&result)).expect("DEL with an empty CNI_NETNS");
+
+    assert!(
+        scenario.reservations("mynet").is_empty(),
+        "the address was not released"
+    );
+    let rules = scenario.host.nat_rules();
+    assert!(
+        !rules
+            .iter()
+            .any(|rule| rule.contains("empty-netns-del") || rule.contains("CNI-DN-")),
+        "{rules:#?}"
+    );
+}
