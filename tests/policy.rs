@@ -637,3 +637,59 @@ fn withheld_state_directory_fails_ipam() {
         "the state directory was opened"
     );
 }
+
+#[test]
+fn seed_chain_runs_under_example_policy() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    let conflist = std::fs::read_to_string(repo_root().join("examples/mynet.conflist")).unwrap();
+    scenario.write_config("10-mynet.conflist", &conflist);
+    let audit_log = scenario.dir.path().join("audit.log");
+    let policy_text =
+        std::fs::read_to_string(repo_root().join("examples/policies/seed-policy.json"))
+            .unwrap()
+            .replace("/var/log/cniwasm/audit.log", audit_log.to_str().unwrap());
+    let policy = scenario.dir.path().join("policy.json");
+    std::fs::write(&policy, policy_text).unwrap();
+    let container = Netns::create("cwc");
+    let netns = container.path().display().to_string();
+    let env = [
+        ("CNIWASM_POLICY", policy.to_str().unwrap()),
+        (
+            "CAP_ARGS",
+            r#"{"portMappings":[{"hostPort":9090,"containerPort":80,"protocol":"tcp","hostIP":"127.0.0.1"}]}"#,
+        ),
+    ];
+
+    scenario
+        .cniwasm(&["add", "mynet", &netns], &env)
+        .assert_success();
+    scenario
+        .cniwasm(&["del", "mynet", &netns], &env)
+        .assert_success();
+
+    let records: Vec<Value> = std::fs::read_to_string(&audit_log)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let not_allowed: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "host-call" && r["decision"] != "allow")
+        .collect();
+    assert!(
+        not_allowed.is_empty(),
+        "the example policy rejects the seed chain: {not_allowed:#?}"
+    );
+    let plugins: std::collections::BTreeSet<&str> = records
+        .iter()
+        .filter(|r| r["kind"] == "plugin-call")
+        .filter_map(|r| r["plugin"].as_str())
+        .collect();
+    assert_eq!(
+        plugins.into_iter().collect::<Vec<_>>(),
+        vec!["bridge", "host-local", "portmap"]
+    );
+}

@@ -165,6 +165,7 @@ struct RawLinkRules {
     mode: Option<Mode>,
     #[serde(default)]
     container_names: Vec<String>,
+    host_names: Option<Vec<String>>,
     #[serde(default)]
     bridges: Vec<String>,
     mtu: Option<RawRange>,
@@ -567,7 +568,7 @@ mod tests {
         "plugins": {
             "bridge": {
                 "digest": "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-                "links": {"containerNames": ["eth*"], "bridges": ["mynet", "cni*"], "mtu": {"min": 1280, "max": 9000}},
+                "links": {"containerNames": ["eth*"], "hostNames": ["veth*", "mynet", "cni*"], "bridges": ["mynet", "cni*"], "mtu": {"min": 1280, "max": 9000}},
                 "addresses": {"container": ["10.244.0.0/16"], "host": ["10.244.0.0/16"]},
                 "sysctls": {"host": ["net.ipv4.ip_forward", "net/ipv4/conf/*/route_localnet"], "container": ["net/*"]},
                 "masquerade": {"sources": ["10.244.0.0/16"]},
@@ -650,6 +651,23 @@ mod tests {
         });
         assert_eq!(denied.rule, "links.mtu");
         assert_eq!(denied.verdict, Verdict::Deny);
+    }
+
+    #[test]
+    fn host_names_checked() {
+        let bridge = policy().for_plugin("bridge").clone();
+        let veth = Request::ConfigureLink {
+            side: Side::Host,
+            name: "veth1234abcd",
+            mtu: None,
+        };
+        assert_eq!(bridge.check(&veth).verdict, Verdict::Allow);
+        let other = Request::Address {
+            side: Side::Host,
+            link: "docker0",
+            address: net("10.244.1.1/24"),
+        };
+        assert_eq!(bridge.check(&other).rule, "links.hostNames");
     }
 
     #[test]

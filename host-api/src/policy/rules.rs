@@ -15,6 +15,9 @@ pub struct LinkRules {
     pub mode: Mode,
     /// Name patterns for links in the container namespace.
     pub container_names: Vec<Pattern>,
+    /// Name patterns for host links the plugin changes or puts addresses and
+    /// routes on; `None` leaves them to the ownership rules alone.
+    pub host_names: Option<Vec<Pattern>>,
     /// Name patterns for bridges the plugin may create or attach to.
     pub bridges: Vec<Pattern>,
     /// Inclusive MTU range in bytes.
@@ -115,6 +118,10 @@ impl LinkRules {
                 &format!("{field}.containerNames"),
                 str::to_string,
             )?,
+            host_names: raw
+                .host_names
+                .map(|names| patterns(names, &format!("{field}.hostNames"), str::to_string))
+                .transpose()?,
             bridges: patterns(raw.bridges, &format!("{field}.bridges"), str::to_string)?,
             mtu,
         })
@@ -130,6 +137,12 @@ impl LinkRules {
                 format!("MTU {mtu} is outside the allowed range {min}-{max}"),
             )
         })
+    }
+
+    fn check_host_name(&self, name: &str) -> Option<Decision> {
+        self.host_names
+            .as_ref()
+            .and_then(|patterns| self.check_name(patterns, "links.hostNames", name))
     }
 
     fn check_name(&self, patterns: &[Pattern], rule: &str, name: &str) -> Option<Decision> {
@@ -303,9 +316,12 @@ pub(super) fn check(policy: &PluginPolicy, request: &Request<'_>) -> Decision {
                 .or_else(|| rules.check_mtu(*mtu))
         }),
         Request::ConfigureLink { side, name, mtu } => policy.links.as_ref().and_then(|rules| {
-            let name_violation = (*side == Side::Container)
-                .then(|| rules.check_name(&rules.container_names, "links.containerNames", name))
-                .flatten();
+            let name_violation = match side {
+                Side::Container => {
+                    rules.check_name(&rules.container_names, "links.containerNames", name)
+                }
+                Side::Host => rules.check_host_name(name),
+            };
             name_violation.or_else(|| rules.check_mtu(*mtu))
         }),
         Request::DeleteLink {
@@ -314,10 +330,25 @@ pub(super) fn check(policy: &PluginPolicy, request: &Request<'_>) -> Decision {
         } => policy.links.as_ref().and_then(|rules| {
             rules.check_name(&rules.container_names, "links.containerNames", name)
         }),
-        Request::Address { side, address, .. } => policy
-            .addresses
-            .as_ref()
-            .and_then(|rules| rules.check("addresses", *side, *address)),
+        Request::Address {
+            side,
+            link,
+            address,
+        } => {
+            let host_name = match side {
+                Side::Host => policy
+                    .links
+                    .as_ref()
+                    .and_then(|rules| rules.check_host_name(link)),
+                Side::Container => None,
+            };
+            host_name.or_else(|| {
+                policy
+                    .addresses
+                    .as_ref()
+                    .and_then(|rules| rules.check("addresses", *side, *address))
+            })
+        }
         Request::Route { side, dst } => policy
             .routes
             .as_ref()
