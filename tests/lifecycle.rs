@@ -311,3 +311,62 @@ fn del_goes_past_failing_plugin_and_keeps_cache() {
         .assert_success();
     assert!(scenario.cache_files().is_empty());
 }
+
+/// The container id cnitool derives from a namespace path.
+fn container_id(netns: &str) -> String {
+    use sha2::{Digest, Sha512};
+    format!(
+        "cnitool-{}",
+        &hex::encode(Sha512::digest(netns.as_bytes()))[..20]
+    )
+}
+
+#[test]
+fn gc_keeps_valid_attachments() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    scenario.write_config("10-lifenet.conflist", &list("1.1.0", json!({})));
+    let kept = Netns::create("cwc");
+    let stale = Netns::create("cwc");
+    let kept_result = add(&scenario, &kept);
+    add(&scenario, &stale);
+    let kept_id = container_id(kept.path().to_str().unwrap());
+
+    let valid = format!("{kept_id}/eth0");
+    scenario
+        .cniwasm(&["gc", "lifenet", "--valid", &valid], &[])
+        .assert_success();
+
+    // The stale attachment is gone: link, address, rules, cache file.
+    assert_eq!(stale.link_names(), vec!["lo".to_string()]);
+    assert_eq!(
+        scenario.reservations("lifenet"),
+        vec!["10.244.40.2".to_string()]
+    );
+    assert_eq!(
+        scenario.cache_files(),
+        vec![format!("lifenet-{kept_id}-eth0")]
+    );
+    let rules = scenario.host.nat_rules();
+    assert!(
+        !rules.iter().any(|rule| rule.contains("10.244.40.3")),
+        "{rules:#?}"
+    );
+    // The valid one is untouched.
+    assert!(kept.link_names().contains(&"eth0".to_string()));
+    assert_eq!(kept_result["ips"][0]["address"], json!("10.244.40.2/24"));
+    assert!(
+        rules.iter().any(|rule| rule.contains("10.244.40.2")),
+        "{rules:#?}"
+    );
+
+    let bad = scenario.cniwasm(&["gc", "lifenet", "--valid", "no-slash"], &[]);
+    assert!(!bad.status.success());
+    assert_eq!(bad.json()["code"], json!(4));
+
+    scenario
+        .cniwasm(&["del", "lifenet", kept.path().to_str().unwrap()], &[])
+        .assert_success();
+}

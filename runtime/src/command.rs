@@ -82,13 +82,25 @@ pub fn check(options: &CommandOptions) -> Result<(), Error> {
     runtime.check(&list, &attachment)
 }
 
-/// Runs GC as cnitool does: every cached attachment of the network is
-/// deleted (no attachment is listed as valid), then plugin GC runs for lists
-/// of version 1.1.0 and later. The namespace path is not used.
-pub fn gc(options: &CommandOptions) -> Result<(), Error> {
+/// Runs GC: every cached attachment of the network that `valid` does not
+/// list (`CONTAINERID/IFNAME` each) is deleted, then plugin GC runs for lists
+/// of version 1.1.0 and later. With `valid` empty every cached attachment is
+/// deleted, as cnitool does. The namespace path is not used.
+pub fn gc(options: &CommandOptions, valid: &[String]) -> Result<(), Error> {
+    let valid = valid
+        .iter()
+        .map(|entry| match entry.split_once('/') {
+            Some((id, ifname)) if !id.is_empty() && !ifname.is_empty() => Ok((id.to_string(), ifname.to_string())),
+            _ => Err(Error::invalid(
+                codes::INVALID_ENVIRONMENT_VARIABLES,
+                format!("invalid --valid {entry:?}: expected CONTAINERID/IFNAME such as cnitool-296747069b8a02dc4e2a/eth0"),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
     let runtime = new_runtime(options)?;
     let list = load_network(&options.netconf_path, &options.network)?;
-    runtime.gc(&list, None)
+    runtime.gc(&list, (!valid.is_empty()).then_some(valid.as_slice()))
 }
 
 /// Runs STATUS on every plugin of the network (lists of version 1.1.0 and

@@ -39,8 +39,14 @@ enum Command {
     Check(Target),
     /// Remove the container from NETWORK; safe to repeat
     Del(Target),
-    /// Delete every cached attachment of NETWORK, then run plugin GC (cniVersion 1.1.0 or later); no NETNS needed
-    Gc(Target),
+    /// Delete the cached attachments of NETWORK not listed with --valid, then run plugin GC (cniVersion 1.1.0 or later); no NETNS needed
+    Gc {
+        #[command(flatten)]
+        target: Target,
+        /// An attachment to keep, as CONTAINERID/IFNAME; repeat for more. Without any, every cached attachment is deleted, as cnitool does
+        #[arg(long = "valid", value_name = "CONTAINERID/IFNAME")]
+        valid: Vec<String>,
+    },
     /// Ask NETWORK's plugins whether they can serve ADD (cniVersion 1.1.0 or later); no NETNS needed
     Status(Target),
     /// Check NETWORK without running it: configuration, plugins, policy and versions, with every problem listed
@@ -255,7 +261,7 @@ fn main() -> ExitCode {
         Command::Add(target) => command::add(&target.options()).map(Some),
         Command::Check(target) => command::check(&target.options()).map(|()| None),
         Command::Del(target) => command::del(&target.options()).map(|()| None),
-        Command::Gc(target) => command::gc(&target.options()).map(|()| None),
+        Command::Gc { target, valid } => command::gc(&target.options(), &valid).map(|()| None),
         Command::Status(target) => command::status(&target.options()).map(|()| None),
         Command::Validate(target) => command::validate(&target.options()).and_then(|validation| {
             let capabilities = if validation.capabilities.is_empty() {
