@@ -370,3 +370,64 @@ fn gc_keeps_valid_attachments() {
         .cniwasm(&["del", "lifenet", kept.path().to_str().unwrap()], &[])
         .assert_success();
 }
+
+#[test]
+fn requested_ip_honoured() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    scenario.write_config("10-lifenet.conflist", &list("1.0.0", json!({})));
+    let container = Netns::create("cwc");
+
+    let output = scenario.cniwasm(
+        &["add", "lifenet", container.path().to_str().unwrap()],
+        &[("CNI_ARGS", "IgnoreUnknown=1;IP=10.244.40.50")],
+    );
+
+    output.assert_success();
+    assert_eq!(output.json()["ips"][0]["address"], json!("10.244.40.50/24"));
+    assert_eq!(
+        scenario.reservations("lifenet"),
+        vec!["10.244.40.50".to_string()]
+    );
+    scenario
+        .cniwasm(&["del", "lifenet", container.path().to_str().unwrap()], &[])
+        .assert_success();
+    assert!(scenario.reservations("lifenet").is_empty());
+}
+
+#[test]
+fn ip_ranges_capability_honoured() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    let ranged = json!({
+        "cniVersion": "1.0.0",
+        "name": "rangenet",
+        "plugins": [{"type": "bridge", "bridge": "rangebr", "isGateway": true,
+                     "capabilities": {"ipRanges": true}, "ipam": {"type": "host-local"}}]
+    });
+    scenario.write_config("10-rangenet.conflist", &ranged.to_string());
+    let container = Netns::create("cwc");
+    let ranges = r#"{"ipRanges":[[{"subnet":"10.244.41.0/24","rangeStart":"10.244.41.100","rangeEnd":"10.244.41.110"}]]}"#;
+
+    let output = scenario.cniwasm(
+        &["add", "rangenet", container.path().to_str().unwrap()],
+        &[("CAP_ARGS", ranges)],
+    );
+
+    output.assert_success();
+    assert_eq!(
+        output.json()["ips"][0]["address"],
+        json!("10.244.41.100/24")
+    );
+    scenario
+        .cniwasm(
+            &["del", "rangenet", container.path().to_str().unwrap()],
+            &[("CAP_ARGS", ranges)],
+        )
+        .assert_success();
+    assert!(scenario.reservations("rangenet").is_empty());
+}
