@@ -16,7 +16,7 @@ pub struct AuditError {
     pub source: std::io::Error,
 }
 
-/// Where a record came from: the same for every record of one chain
+/// The origin of a record, the same for every record of one chain
 /// operation and plugin.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -68,7 +68,7 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// The audit log that drops every record.
+    /// Returns an audit log that drops every record.
     pub fn disabled() -> Self {
         Self { file: None }
     }

@@ -41,7 +41,7 @@ impl IpamCommand {
 
 /// Runs the IPAM plugin named by the configuration's `ipam.type`, with the
 /// same invocation and configuration as the delegating plugin. The runtime
-/// implements it, since it knows how to find and sandbox plugins.
+/// implements it, since it finds and sandboxes plugins.
 pub trait IpamDelegate: Send + Sync {
     /// Returns the result JSON for ADD, `None` for DEL and CHECK.
     fn run_ipam(&self, command: IpamCommand) -> Result<Option<String>, cniwasm_types::CniError>;
@@ -73,7 +73,7 @@ pub struct HostContextOptions {
     /// The plugin's type, for logs.
     pub plugin: String,
     pub delegate: Arc<dyn IpamDelegate>,
-    /// Where links this chain operation creates are recorded.
+    /// The record of links this chain operation creates.
     pub created_links: CreatedLinks,
     /// The plugin's entry of the node's policy.
     pub policy: Arc<PluginPolicy>,
@@ -112,7 +112,7 @@ impl HostContext {
         }
     }
 
-    /// A host side that denies every request: for exports such as
+    /// Builds a host side that denies every request: for exports such as
     /// `supported-versions` that need an instance but no kernel.
     pub fn idle() -> Self {
         struct Refuse;
@@ -152,7 +152,7 @@ impl HostContext {
         self.counters
     }
 
-    /// The number of host calls the plugin made so far.
+    /// Returns the number of host calls the plugin made so far.
     pub fn host_calls(&self) -> u64 {
         self.counters.host_calls
     }

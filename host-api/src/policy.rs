@@ -26,7 +26,7 @@ pub enum PolicyError {
     Field { field: String, reason: String },
 }
 
-/// How a rule that does not match is treated.
+/// The treatment of a request that breaks a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -60,7 +60,7 @@ impl Verdict {
 pub struct Decision {
     pub verdict: Verdict,
     pub rule: String,
-    /// Why a request was denied; empty when allowed.
+    /// The reason for a denial; empty when allowed.
     pub reason: String,
 }
 
@@ -85,7 +85,7 @@ impl Decision {
         }
     }
 
-    /// An ownership violation, denied in every mode.
+    /// Builds the decision for an ownership violation, denied in every mode.
     pub fn ownership(rule: &str, reason: String) -> Self {
         Self {
             verdict: Verdict::Deny,
@@ -275,7 +275,7 @@ pub struct PluginPolicy {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     pub mode: Mode,
-    /// Where audit records go; `None` turns the audit log off.
+    /// Path of the audit log; `None` turns auditing off.
     pub audit_log: Option<std::path::PathBuf>,
     /// Whether a plugin type with no `.wasm` file may run as a native
     /// executable, outside the sandbox and this policy.
@@ -327,7 +327,7 @@ impl Policy {
         }
 
         // A policy file in enforce mode keeps native plugins out unless it
-        // says otherwise: they would run with no sandbox and no host checks.
+        // allows them explicitly: they would run with no sandbox and no host checks.
         let allow_native_plugins = raw.allow_native_plugins.unwrap_or(mode == Mode::Audit);
         Ok(Self {
             mode,
@@ -338,7 +338,7 @@ impl Policy {
         })
     }
 
-    /// The entry for a plugin type, or the defaults when it has none.
+    /// Returns the entry for a plugin type, or the defaults when it has none.
     pub fn for_plugin(&self, plugin_type: &str) -> &PluginPolicy {
         self.plugins.get(plugin_type).unwrap_or(&self.defaults)
     }
@@ -538,7 +538,7 @@ pub enum Request<'a> {
 }
 
 impl Request<'_> {
-    /// The host interface the request belongs to.
+    /// Returns the host interface the request belongs to.
     pub fn interface(&self) -> &'static str {
         match self {
             Request::EnsureBridge { .. }

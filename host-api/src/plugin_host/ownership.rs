@@ -1,4 +1,4 @@
-//! Ownership rules, which hold whatever the policy says and in every mode.
+//! Ownership rules, which hold under every policy and in every mode.
 //! The container namespace belongs to the attachment. In the host namespace
 //! a plugin may change only the links this chain operation created and the
 //! bridges its policy allows, never `lo` or another interface, and only the
@@ -28,7 +28,7 @@ impl Ownership<'_> {
         }
     }
 
-    /// A bridge to create or reuse: a name taken by a link that is not a
+    /// Checks a bridge to create or reuse: a name taken by a link that is not a
     /// bridge (such as `lo` or `eth0`) is not the plugin's to claim.
     pub fn bridge(&self, kernel: &mut Kernel, name: &str) -> Option<Decision> {
         match kernel.netlink.get_link(Namespace::Host, name) {
@@ -42,7 +42,7 @@ impl Ownership<'_> {
         }
     }
 
-    /// A host link to configure, or to add addresses and routes on.
+    /// Checks a host link to configure, or to add addresses and routes on.
     pub fn host_link(&self, kernel: &mut Kernel, name: &str) -> Option<Decision> {
         if name == "lo" {
             return Some(Decision::ownership(
@@ -67,7 +67,7 @@ impl Ownership<'_> {
         }
     }
 
-    /// A host link to delete: only one this chain operation created, since
+    /// Checks a host link to delete: only one this chain operation created, since
     /// bridges are shared by every container on them.
     pub fn delete_host_link(&self, name: &str) -> Option<Decision> {
         (!self.created.iter().any(|created| created == name)).then(|| {
@@ -78,7 +78,7 @@ impl Ownership<'_> {
         })
     }
 
-    /// A host sysctl to set: IP forwarding, or a per-interface key
+    /// Checks a host sysctl to set: IP forwarding, or a per-interface key
     /// (`net/ipv4/conf/<link>/...`) of a link the plugin may change.
     pub fn host_sysctl(&self, kernel: &mut Kernel, key: &str) -> Option<Decision> {
         if SHARED_HOST_SYSCTLS.contains(&key) {
@@ -99,7 +99,7 @@ impl Ownership<'_> {
         ))
     }
 
-    /// An address that NAT rules point at: it must be configured on the
+    /// Checks an address that NAT rules point at: it must be configured on the
     /// attachment's interface in the container.
     pub fn container_address(
         &self,

@@ -1,6 +1,12 @@
-//! [`Firewall`] over `iptables-save` and `iptables-restore`: each call reads
-//! the nat table once and applies all its changes in one restore, instead of
-//! one iptables process per rule.
+//! [`Firewall`] over `iptables -S` and `iptables-restore`: each call lists
+//! only the nat chains it reads or changes and applies all its changes in one
+//! restore, instead of one iptables process per rule.
+//!
+//! Listing single chains keeps a call's cost from growing with the rules of
+//! every other container. With iptables 1.8.9 (nf_tables) on a 2-core VM and
+//! 500 containers' rules (about 3,500), `iptables-save -t nat` took 37 ms and
+//! `iptables -t nat -S <chain>` 4 to 9 ms, against about 2 ms each with one
+//! container (measured by timing 20 runs of each inside one namespace).
 
 mod rules;
 mod script;
@@ -17,7 +23,7 @@ use ipnet::IpNet;
 use crate::kernel::{
     Firewall, KernelError, KernelErrorKind, Namespace, Netlink, Owner, PortMapSpec, Sysctl,
 };
-use rules::{Family, Rule};
+use rules::{Family, HOSTPORT_DNAT, NAT_BUILTIN_CHAINS, POSTROUTING, Rule};
 use script::{RestoreScript, SavedTable};
 
 /// The default lock file. iptables itself takes /run/xtables.lock around each
@@ -62,17 +68,18 @@ impl IptablesFirewall {
         Self { options }
     }
 
-    /// Reads the nat table under the lock, and applies the script that `plan`
-    /// builds from it unless the script is empty.
+    /// Lists `chains` under the lock, and applies the script that `plan`
+    /// builds from them unless the script is empty.
     fn apply(
         &self,
         family: Family,
         operation: &str,
+        chains: &[&str],
         plan: impl FnOnce(&SavedTable) -> Result<RestoreScript, KernelError>,
     ) -> Result<(), KernelError> {
         let _lock = self.lock(operation)?;
 
-        let state = save(family, operation)?;
+        let state = list(family, operation, chains)?;
         let script = plan(&state)?;
         if script.is_empty() {
             return Ok(());
@@ -82,26 +89,27 @@ impl IptablesFirewall {
 
     /// Applies the script that `plan` builds for each family, IPv4 first,
     /// as two calls of [`Self::apply`] would, but under one lock and with
-    /// both `save` commands running at the same time: a DEL pays one save
-    /// latency instead of two.
+    /// the chains of both families listed at the same time: a DEL pays one
+    /// listing latency instead of two.
     fn apply_both_families(
         &self,
         operation: &str,
+        chains: &[&str],
         plan: impl Fn(&SavedTable) -> RestoreScript,
     ) -> Result<(), KernelError> {
         let _lock = self.lock(operation)?;
 
         let (v4_state, v6_state) = std::thread::scope(|scope| {
-            let v6 = scope.spawn(|| save(Family::V6, operation));
-            let v4 = save(Family::V4, operation);
+            let v6 = scope.spawn(|| list(Family::V6, operation, chains));
+            let v4 = list(Family::V4, operation, chains);
             let v6 = v6
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (v4, v6)
         });
 
-        // The tables are independent, so saving the IPv6 one before the IPv4
-        // restore reads the same state as saving it after.
+        // The tables are independent, so listing the IPv6 chains before the
+        // IPv4 restore reads the same state as listing them after.
         for (family, state) in [(Family::V4, v4_state), (Family::V6, v6_state)] {
             let script = plan(&state?);
             if !script.is_empty() {
@@ -111,10 +119,15 @@ impl IptablesFirewall {
         Ok(())
     }
 
-    /// Reads the nat table under the lock, so no restore runs halfway.
-    fn read(&self, family: Family, operation: &str) -> Result<SavedTable, KernelError> {
+    /// Lists `chains` under the lock, so no restore runs halfway.
+    fn read(
+        &self,
+        family: Family,
+        operation: &str,
+        chains: &[&str],
+    ) -> Result<SavedTable, KernelError> {
         let _lock = self.lock(operation)?;
-        save(family, operation)
+        list(family, operation, chains)
     }
 
     fn lock(&self, operation: &str) -> Result<File, KernelError> {
@@ -162,25 +175,75 @@ impl IptablesFirewall {
     }
 }
 
-/// Runs `iptables-save -t nat` (or ip6tables-save) and parses its output.
-fn save(family: Family, operation: &str) -> Result<SavedTable, KernelError> {
-    let command = family.save_command();
+/// Lists `chains` of the nat table, each with its own `iptables -t nat -S`
+/// (or ip6tables) process, all at the same time. A user chain that does not
+/// exist is left out of the result, as `iptables-save` would leave it out.
+fn list(family: Family, operation: &str, chains: &[&str]) -> Result<SavedTable, KernelError> {
+    let listings: Vec<_> = std::thread::scope(|scope| {
+        // Threads inherit the network namespace of the thread that spawns
+        // them, and so do the iptables processes they start.
+        let handles: Vec<_> = chains
+            .iter()
+            .map(|chain| scope.spawn(move || list_chain(family, operation, chain)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+
+    let mut table = SavedTable::default();
+    for listing in listings {
+        if let Some(output) = listing? {
+            table.add_listing(&output);
+        }
+    }
+    Ok(table)
+}
+
+/// Runs `iptables -t nat -S <chain>` and returns its output, or `None` when
+/// the user chain `chain` does not exist.
+fn list_chain(family: Family, operation: &str, chain: &str) -> Result<Option<String>, KernelError> {
+    let command = family.list_command();
     let output = Command::new(command)
-        .args(["-t", "nat"])
+        .args(["-w", "-t", "nat", "-S", chain])
         .stdin(Stdio::null())
         .output()
         .map_err(|err| command_error(operation, format!("run {command}: {err}")))?;
 
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let reason = format!(
-            "{command} -t nat failed with {}: {}",
-            output.status,
-            stderr.trim()
-        );
-        return Err(command_error(operation, reason));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.success() {
+        return Ok(Some(String::from_utf8_lossy(&output.stdout).into_owned()));
     }
-    Ok(SavedTable::parse(&String::from_utf8_lossy(&output.stdout)))
+    if output.status.code() == Some(1)
+        && !NAT_BUILTIN_CHAINS.contains(&chain)
+        && is_missing_chain_message(&stderr)
+    {
+        return Ok(None);
+    }
+    let reason = format!(
+        "{command} -t nat -S {chain} failed with {}: {}",
+        output.status,
+        stderr.trim()
+    );
+    Err(command_error(operation, reason))
+}
+
+/// Tells whether `stderr` of a failed `iptables -S <chain>` says that the
+/// chain does not exist. iptables 1.8.9 legacy prints "No chain/target/match
+/// by that name". iptables 1.8.9 nf_tables prints "chain `X' in table `nat'
+/// is incompatible, use 'nft' tool" for a missing chain.
+// NOTE: nf_tables prints the same message for a chain that exists but holds
+// rules iptables cannot parse, which this then takes for a missing chain.
+// Only cniwasm and the reference plugins write the CNI- chains, so such a
+// chain would have to come from another tool.
+fn is_missing_chain_message(stderr: &str) -> bool {
+    stderr.contains("No chain/target/match by that name")
+        || (stderr.contains("in table `nat' is incompatible"))
 }
 
 /// Runs `iptables-restore --noflush -w` (or ip6tables-restore) with `script`.
@@ -256,7 +319,7 @@ impl Firewall for IptablesFirewall {
             self.enable_localnet(spec.container_address.addr())?;
         }
 
-        self.apply(family, &operation, |state| {
+        self.apply(family, &operation, &rules.chains(), |state| {
             Ok(script::add_port_mappings_script(state, &rules))
         })
     }
@@ -277,7 +340,7 @@ impl Firewall for IptablesFirewall {
         })?;
         let family = Family::of(spec.container_address.addr());
 
-        let state = self.read(family, &operation)?;
+        let state = self.read(family, &operation, &rules.chains())?;
         match script::first_missing(&state, rules.all_rules()) {
             Some(rule) => Err(missing_rule_error(&operation, rule)),
             None => Ok(()),
@@ -288,7 +351,7 @@ impl Firewall for IptablesFirewall {
         let operation = format!("remove port mappings of {}", describe(owner));
         let chain = owner.dnat_chain();
 
-        self.apply_both_families(&operation, |state| {
+        self.apply_both_families(&operation, &[HOSTPORT_DNAT, &chain], |state| {
             script::remove_port_mappings_script(state, &chain)
         })
     }
@@ -298,16 +361,19 @@ impl Firewall for IptablesFirewall {
         let chain = owner.masquerade_chain();
         let rules = rules::masquerade_rules(owner, address);
 
-        self.apply(Family::of(address.addr()), &operation, |state| {
+        let family = Family::of(address.addr());
+        self.apply(family, &operation, &[POSTROUTING, &chain], |state| {
             Ok(script::add_masquerade_script(state, &chain, &rules))
         })
     }
 
     fn check_masquerade(&mut self, owner: &Owner, address: IpNet) -> Result<(), KernelError> {
         let operation = format!("check masquerade for {address} of {}", describe(owner));
+        let chain = owner.masquerade_chain();
         let rules = rules::masquerade_rules(owner, address);
 
-        let state = self.read(Family::of(address.addr()), &operation)?;
+        let family = Family::of(address.addr());
+        let state = self.read(family, &operation, &[POSTROUTING, &chain])?;
         match script::first_missing(&state, rules.iter()) {
             Some(rule) => Err(missing_rule_error(&operation, rule)),
             None => Ok(()),
@@ -318,8 +384,11 @@ impl Firewall for IptablesFirewall {
         let operation = format!("remove masquerade of {}", describe(owner));
         let chain = owner.masquerade_chain();
 
-        self.apply_both_families(&operation, |state| {
+        self.apply_both_families(&operation, &[POSTROUTING, &chain], |state| {
             script::remove_masquerade_script(state, &chain)
         })
     }
 }
+
+#[cfg(test)]
+mod privileged_tests;

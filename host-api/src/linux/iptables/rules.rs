@@ -14,6 +14,8 @@ pub(crate) const HOSTPORT_DNAT: &str = "CNI-HOSTPORT-DNAT";
 pub(crate) const HOSTPORT_SETMARK: &str = "CNI-HOSTPORT-SETMARK";
 pub(crate) const HOSTPORT_MASQ: &str = "CNI-HOSTPORT-MASQ";
 pub(crate) const POSTROUTING: &str = "POSTROUTING";
+/// The built-in chains of the nat table, which always exist.
+pub(crate) const NAT_BUILTIN_CHAINS: [&str; 4] = ["PREROUTING", "INPUT", "OUTPUT", POSTROUTING];
 
 /// The kernel's limit of ports in one `multiport` match.
 const MAX_MULTIPORT_PORTS: usize = 15;
@@ -34,10 +36,11 @@ impl Family {
         }
     }
 
-    pub(crate) fn save_command(self) -> &'static str {
+    /// The command that lists one chain with `-S`.
+    pub(crate) fn list_command(self) -> &'static str {
         match self {
-            Family::V4 => "iptables-save",
-            Family::V6 => "ip6tables-save",
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
         }
     }
 
@@ -108,6 +111,19 @@ impl PortMapRules {
     pub(crate) fn all_rules(&self) -> impl Iterator<Item = &Rule> {
         let shared = self.shared_rules.iter().map(|(rule, _)| rule);
         shared.chain(&self.dnat_rules).chain(&self.entry_rules)
+    }
+
+    /// Returns every chain that adding, checking or removing these rules
+    /// reads: the shared chains, the chains of all rules and the owner's
+    /// chain, each once.
+    pub(crate) fn chains(&self) -> Vec<&str> {
+        let mut chains: Vec<&str> = self.shared_chains.clone();
+        chains.push(HOSTPORT_DNAT);
+        chains.push(&self.dnat_chain);
+        chains.extend(self.all_rules().map(|rule| rule.chain.as_str()));
+        let mut seen = std::collections::BTreeSet::new();
+        chains.retain(|chain| seen.insert(*chain));
+        chains
     }
 }
 

@@ -1,0 +1,178 @@
+//! Tests of the chain listing against real iptables. Each test runs on a new
+//! thread that first moves into a new network namespace of its own
+//! (`unshare(CLONE_NEWNET)`), so the iptables processes it starts act on a
+//! throwaway nat table that the kernel frees when the thread ends.
+
+use std::process::Command;
+
+use super::*;
+
+/// Runs `body` on a new thread in a new network namespace. Without root it
+/// panics, unless CNIWASM_SKIP_PRIVILEGED=1 is set, and then it prints that
+/// it skipped, as the privileged tests under host-api/tests do.
+fn privileged(test: &str, body: impl FnOnce() + Send + 'static) {
+    if !rustix::process::geteuid().is_root() {
+        if std::env::var("CNIWASM_SKIP_PRIVILEGED").as_deref() == Ok("1") {
+            let message =
+                format!("SKIPPED {test}: needs root, and CNIWASM_SKIP_PRIVILEGED=1 is set\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), message.as_bytes());
+            return;
+        }
+        panic!("{test} needs root; run as root or set CNIWASM_SKIP_PRIVILEGED=1 to skip it");
+    }
+
+    let thread = std::thread::spawn(move || {
+        // SAFETY: unshare(CLONE_NEWNET) changes only the calling thread's
+        // network namespace, and this thread has opened no sockets yet.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(
+            rc,
+            0,
+            "unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        );
+        body();
+    });
+    if let Err(panic) = thread.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Runs `program` in the calling thread's namespace, feeding it `input`.
+fn run_with_input(program: &str, args: &[&str], input: &str) -> String {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Returns the `-A` lines of `iptables-save -t nat` (or ip6tables-save).
+fn saved_rules(family: Family) -> Vec<String> {
+    let command = match family {
+        Family::V4 => "iptables-save",
+        Family::V6 => "ip6tables-save",
+    };
+    let output = run_with_input(command, &["-t", "nat"], "");
+    let rules = output.lines().filter(|line| line.starts_with("-A "));
+    rules.map(str::to_string).collect()
+}
+
+fn owner(container_id: &str) -> Owner {
+    Owner {
+        network: "mynet".into(),
+        container_id: container_id.into(),
+        ifname: "eth0".into(),
+    }
+}
+
+#[test]
+fn list_missing_chain_is_none() {
+    privileged("list_missing_chain_is_none", || {
+        for family in [Family::V4, Family::V6] {
+            let listing = list_chain(family, "test", "CNI-MISSING").unwrap();
+            assert_eq!(listing, None, "{family:?}");
+        }
+    });
+}
+
+#[test]
+fn list_builtin_chain_in_fresh_table() {
+    privileged("list_builtin_chain_in_fresh_table", || {
+        for family in [Family::V4, Family::V6] {
+            let table = list(family, "test", &[POSTROUTING, "CNI-MISSING"]).unwrap();
+            assert!(table.has_chain(POSTROUTING), "{family:?}");
+            assert!(!table.has_chain("CNI-MISSING"), "{family:?}");
+        }
+    });
+}
+
+#[test]
+fn list_matches_save_lines() {
+    privileged("list_matches_save_lines", || {
+        let script = "*nat\n:CNI-LIST - [0:0]\n\
+            -A POSTROUTING -s 10.0.0.2/32 -m comment --comment \"name: a \\\"b\\\"\" -j CNI-LIST\n\
+            -A CNI-LIST ! -d 224.0.0.0/4 -j MASQUERADE\n\
+            -A CNI-LIST -d 10.0.0.0/24 -p tcp -m tcp --dport 80 -j ACCEPT\n\
+            COMMIT\n";
+        run_with_input("iptables-restore", &["--noflush"], script);
+
+        let table = list(Family::V4, "test", &[POSTROUTING, "CNI-LIST"]).unwrap();
+
+        assert!(table.has_chain("CNI-LIST"));
+        let saved = saved_rules(Family::V4);
+        assert_eq!(saved.len(), 3, "{saved:#?}");
+        for line in &saved {
+            let (chain, spec) = line
+                .strip_prefix("-A ")
+                .and_then(|rule| rule.split_once(' '))
+                .unwrap();
+            assert!(table.contains(&Rule::new(chain, spec)), "{line}");
+        }
+    });
+}
+
+#[test]
+fn masquerade_add_keeps_other_owner() {
+    privileged("masquerade_add_keeps_other_owner", || {
+        let mut firewall = IptablesFirewall::new(FirewallOptions::default());
+        let first = owner("first");
+        let second = owner("second");
+
+        firewall
+            .add_masquerade(&first, "10.244.10.2/24".parse().unwrap())
+            .unwrap();
+        let before = saved_rules(Family::V4);
+        firewall
+            .add_masquerade(&second, "10.244.10.3/24".parse().unwrap())
+            .unwrap();
+        firewall
+            .add_masquerade(&second, "10.244.10.3/24".parse().unwrap())
+            .unwrap();
+        let after = saved_rules(Family::V4);
+
+        assert_eq!(after.len(), 6, "{after:#?}");
+        for line in &before {
+            assert!(after.contains(line), "{line} lost: {after:#?}");
+        }
+        firewall.remove_masquerade(&second).unwrap();
+        assert_eq!(saved_rules(Family::V4), before);
+    });
+}
+
+#[test]
+fn masquerade_second_address_shares_chain() {
+    privileged("masquerade_second_address_shares_chain", || {
+        let mut firewall = IptablesFirewall::new(FirewallOptions::default());
+        let owner = owner("two-addresses");
+        let first = "10.244.10.2/24".parse().unwrap();
+        let second = "10.245.0.2/16".parse().unwrap();
+
+        firewall.add_masquerade(&owner, first).unwrap();
+        firewall.add_masquerade(&owner, second).unwrap();
+
+        // The second address adds its ACCEPT and POSTROUTING rules to the
+        // same chain, and its MASQUERADE rule equals the first one.
+        let saved = saved_rules(Family::V4);
+        assert_eq!(saved.len(), 5, "{saved:#?}");
+        firewall.check_masquerade(&owner, first).unwrap();
+        firewall.check_masquerade(&owner, second).unwrap();
+        firewall.remove_masquerade(&owner).unwrap();
+        assert!(saved_rules(Family::V4).is_empty());
+    });
+}
