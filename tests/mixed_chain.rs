@@ -1,6 +1,6 @@
 //! Chains that mix wasm plugins with a native reference plugin
-//! (`/usr/lib/cni/tuning`), run by the exec protocol when the policy allows
-//! native plugins.
+//! (`/usr/lib/cni/firewall`, which has no wasm build), run by the exec
+//! protocol when the policy allows native plugins.
 
 use cniwasm_integration_tests::reference::REFERENCE_PLUGIN_DIR;
 use cniwasm_integration_tests::{Netns, Scenario, plugin_dir, require_root};
@@ -13,7 +13,7 @@ fn mixed_list() -> String {
         "plugins": [
             {"type": "bridge", "bridge": "mixbr", "isGateway": true,
              "ipam": {"type": "host-local", "subnet": "10.244.60.0/24"}},
-            {"type": "tuning", "mtu": 1400, "sysctl": {"net.ipv4.conf.eth0.arp_ignore": "2"}}
+            {"type": "firewall", "backend": "iptables"}
         ]
     })
     .to_string()
@@ -24,7 +24,7 @@ fn cni_path() -> String {
 }
 
 #[test]
-fn native_tuning_runs_after_wasm_plugins() {
+fn native_firewall_runs_after_wasm_plugins() {
     if !require_root() {
         return;
     }
@@ -38,10 +38,12 @@ fn native_tuning_runs_after_wasm_plugins() {
     output.assert_success();
     assert_eq!(output.json()["ips"][0]["address"], json!("10.244.60.2/24"));
 
-    let eth0 = container.ip_json(&["link", "show", "eth0"]);
-    assert_eq!(eth0[0]["mtu"], json!(1400), "tuning did not set the MTU");
-    let arp_ignore = container.exec_ok(&["cat", "/proc/sys/net/ipv4/conf/eth0/arp_ignore"]);
-    assert_eq!(arp_ignore.trim(), "2");
+    // The native firewall plugin accepted the container's traffic in its chain.
+    let filter = scenario.host.exec_ok(&["iptables-save", "-t", "filter"]);
+    assert!(
+        filter.contains("-A CNI-FORWARD") && filter.contains("10.244.60.2/32"),
+        "{filter}"
+    );
 
     scenario
         .cniwasm(&["check", "mixnet", &netns], &[("CNI_PATH", &cni_path)])
@@ -51,6 +53,11 @@ fn native_tuning_runs_after_wasm_plugins() {
         .assert_success();
     assert_eq!(container.link_names(), vec!["lo".to_string()]);
     assert!(scenario.reservations("mixnet").is_empty());
+    let filter = scenario.host.exec_ok(&["iptables-save", "-t", "filter"]);
+    assert!(
+        !filter.contains("10.244.60.2/32"),
+        "the firewall DEL did not run: {filter}"
+    );
 }
 
 #[test]
