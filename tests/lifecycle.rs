@@ -431,3 +431,52 @@ fn ip_ranges_capability_honoured() {
         .assert_success();
     assert!(scenario.reservations("rangenet").is_empty());
 }
+
+#[test]
+fn plugin_gc_receives_both_attachment_keys() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    let mut probed: serde_json::Value = serde_json::from_str(&list("1.1.0", json!({}))).unwrap();
+    probed["plugins"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "gc-probe"}));
+    scenario.write_config("10-lifenet.conflist", &probed.to_string());
+    let cni_path = format!(
+        "{}:{}",
+        cniwasm_integration_tests::plugin_dir().display(),
+        cniwasm_integration_tests::repo_root()
+            .join("plugins-wasm/out-test")
+            .display()
+    );
+    let container = Netns::create("cwc");
+    let netns = container.path().display().to_string();
+    scenario
+        .cniwasm(&["add", "lifenet", &netns], &[("CNI_PATH", &cni_path)])
+        .assert_success();
+    let valid = format!("{}/eth0", container_id(&netns));
+
+    let output = scenario.cniwasm(
+        &["gc", "lifenet", "--valid", &valid],
+        &[("CNI_PATH", &cni_path)],
+    );
+
+    // gc-probe fails on purpose and reports what it received.
+    assert!(!output.status.success());
+    let error = output.json();
+    assert_eq!(error["code"], json!(196), "{error}");
+    let message = error["msg"].as_str().unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&message[message.find('{').unwrap()..]).unwrap();
+    let expected = json!([{"containerID": container_id(&netns), "ifname": "eth0"}]);
+    assert_eq!(report["cni.dev/valid-attachments"], expected);
+    assert_eq!(report["cni.dev/attachments"], expected);
+    // The valid attachment survived the GC.
+    assert!(container.link_names().contains(&"eth0".to_string()));
+
+    scenario
+        .cniwasm(&["del", "lifenet", &netns], &[("CNI_PATH", &cni_path)])
+        .assert_success();
+}
