@@ -1,12 +1,15 @@
-//! [`Firewall`] over `iptables -S` and `iptables-restore`: each call lists
-//! only the nat chains it reads or changes and applies all its changes in one
+//! [`Firewall`] over `iptables -S`, `iptables-save` and `iptables-restore`:
+//! each call reads the nat chains it needs and applies all its changes in one
 //! restore, instead of one iptables process per rule.
 //!
-//! Listing single chains keeps a call's cost from growing with the rules of
-//! every other container. With iptables 1.8.9 (nf_tables) on a 2-core VM and
-//! 500 containers' rules (about 3,500), `iptables-save -t nat` took 37 ms and
-//! `iptables -t nat -S <chain>` 4 to 9 ms, against about 2 ms each with one
-//! container (measured by timing 20 runs of each inside one namespace).
+//! A call that needs at most [`MAX_LISTED_CHAINS`] chains lists each with
+//! `iptables -t nat -S <chain>`, so its cost does not grow with the rules of
+//! every other container. The others save the whole table.
+//!
+//! Timed over 20 runs each inside one namespace, with iptables 1.8.9
+//! (nf_tables) on a 2-core VM: with the rules of 500 containers (about
+//! 3,500), `iptables-save -t nat` took 37 ms and `iptables -t nat -S <chain>`
+//! 4 to 9 ms. With one container, each took about 2 ms.
 
 mod rules;
 mod script;
@@ -29,6 +32,13 @@ use script::{RestoreScript, SavedTable};
 /// The default lock file. iptables itself takes /run/xtables.lock around each
 /// command, so this lock must be another file.
 const DEFAULT_LOCK_PATH: &str = "/run/cniwasm/iptables.lock";
+
+/// The maximum number of chains a call lists one by one. A call that reads
+/// more saves the whole table instead. One `iptables -S` process costs about as much as one
+/// `iptables-save` of a small table (see the module documentation). Adding
+/// port mappings reads 4 to 7 chains, and listing them one by one made ADD
+/// with 1 or 10 containers about 10 ms slower in the benchmark.
+const MAX_LISTED_CHAINS: usize = 2;
 
 /// Enables `route_localnet` on the host's route device to a container, so
 /// that DNAT of traffic to 127.0.0.1 reaches it. The reference portmap
@@ -79,7 +89,7 @@ impl IptablesFirewall {
     ) -> Result<(), KernelError> {
         let _lock = self.lock(operation)?;
 
-        let state = list(family, operation, chains)?;
+        let state = read_nat(family, operation, chains)?;
         let script = plan(&state)?;
         if script.is_empty() {
             return Ok(());
@@ -87,10 +97,9 @@ impl IptablesFirewall {
         restore(family, operation, &script)
     }
 
-    /// Applies the script that `plan` builds for each family, IPv4 first,
-    /// as two calls of [`Self::apply`] would, but under one lock and with
-    /// the chains of both families listed at the same time: a DEL pays one
-    /// listing latency instead of two.
+    /// Applies the script that `plan` builds for each family, IPv4 first, as
+    /// two calls of [`Self::apply`] would. It holds one lock and reads both
+    /// families at the same time, so a DEL waits for one read instead of two.
     fn apply_both_families(
         &self,
         operation: &str,
@@ -100,8 +109,8 @@ impl IptablesFirewall {
         let _lock = self.lock(operation)?;
 
         let (v4_state, v6_state) = std::thread::scope(|scope| {
-            let v6 = scope.spawn(|| list(Family::V6, operation, chains));
-            let v4 = list(Family::V4, operation, chains);
+            let v6 = scope.spawn(|| read_nat(Family::V6, operation, chains));
+            let v4 = read_nat(Family::V4, operation, chains);
             let v6 = v6
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -127,7 +136,7 @@ impl IptablesFirewall {
         chains: &[&str],
     ) -> Result<SavedTable, KernelError> {
         let _lock = self.lock(operation)?;
-        list(family, operation, chains)
+        read_nat(family, operation, chains)
     }
 
     fn lock(&self, operation: &str) -> Result<File, KernelError> {
@@ -173,6 +182,37 @@ impl IptablesFirewall {
         let key = format!("net/ipv4/conf/{device}/route_localnet");
         localnet.sysctl.set(Namespace::Host, &key, "1")
     }
+}
+
+/// Reads `chains` of the nat table: with [`list`] when there are at most
+/// [`MAX_LISTED_CHAINS`], else with one `iptables-save -t nat`.
+fn read_nat(family: Family, operation: &str, chains: &[&str]) -> Result<SavedTable, KernelError> {
+    if chains.len() <= MAX_LISTED_CHAINS {
+        list(family, operation, chains)
+    } else {
+        save(family, operation)
+    }
+}
+
+/// Runs `iptables-save -t nat` (or ip6tables-save) and parses its output.
+fn save(family: Family, operation: &str) -> Result<SavedTable, KernelError> {
+    let command = family.save_command();
+    let output = Command::new(command)
+        .args(["-t", "nat"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|err| command_error(operation, format!("run {command}: {err}")))?;
+
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let reason = format!(
+            "{command} -t nat failed with {}: {}",
+            output.status,
+            stderr.trim()
+        );
+        return Err(command_error(operation, reason));
+    }
+    Ok(SavedTable::parse(&String::from_utf8_lossy(&output.stdout)))
 }
 
 /// Lists `chains` of the nat table, each with its own `iptables -t nat -S`
@@ -233,7 +273,7 @@ fn list_chain(family: Family, operation: &str, chain: &str) -> Result<Option<Str
     Err(command_error(operation, reason))
 }
 
-/// Tells whether `stderr` of a failed `iptables -S <chain>` says that the
+/// Tells whether `stderr` of a failed `iptables -S <chain>` reports that the
 /// chain does not exist. iptables 1.8.9 legacy prints "No chain/target/match
 /// by that name". iptables 1.8.9 nf_tables prints "chain `X' in table `nat'
 /// is incompatible, use 'nft' tool" for a missing chain.
@@ -243,7 +283,7 @@ fn list_chain(family: Family, operation: &str, chain: &str) -> Result<Option<Str
 // chain would have to come from another tool.
 fn is_missing_chain_message(stderr: &str) -> bool {
     stderr.contains("No chain/target/match by that name")
-        || (stderr.contains("in table `nat' is incompatible"))
+        || stderr.contains("in table `nat' is incompatible")
 }
 
 /// Runs `iptables-restore --noflush -w` (or ip6tables-restore) with `script`.

@@ -36,6 +36,13 @@ impl Family {
         }
     }
 
+    pub(crate) fn save_command(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables-save",
+            Family::V6 => "ip6tables-save",
+        }
+    }
+
     /// The command that lists one chain with `-S`.
     pub(crate) fn list_command(self) -> &'static str {
         match self {

@@ -1,4 +1,4 @@
-//! Parsing the listed nat chains and building the one
+//! Parsing the saved or listed nat chains and building the one
 //! `iptables-restore --noflush` script that moves them to the wanted state.
 
 use std::collections::BTreeSet;
@@ -37,7 +37,6 @@ impl SavedTable {
     }
 
     /// Parses the `*nat` section of `iptables-save` output.
-    #[cfg(test)]
     pub(crate) fn parse(output: &str) -> Self {
         let mut table = SavedTable::default();
         let mut in_nat = false;
