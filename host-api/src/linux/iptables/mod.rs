@@ -4,7 +4,9 @@
 //!
 //! A call that needs at most [`MAX_LISTED_CHAINS`] chains lists each with
 //! `iptables -t nat -S <chain>`, so its cost does not grow with the rules of
-//! every other container. The others save the whole table.
+//! every other container. The others save the whole table, unless an earlier
+//! call of the same firewall found a large POSTROUTING chain. In one chain
+//! ADD, bridge's masquerade call reads POSTROUTING before portmap's call.
 //!
 //! Timed over 20 runs each inside one namespace, with iptables 1.8.9
 //! (nf_tables) on a 2-core VM: with the rules of 500 containers (about
@@ -14,6 +16,7 @@
 mod rules;
 mod script;
 
+use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::IpAddr;
@@ -34,11 +37,19 @@ use script::{RestoreScript, SavedTable};
 const DEFAULT_LOCK_PATH: &str = "/run/cniwasm/iptables.lock";
 
 /// The maximum number of chains a call lists one by one. A call that reads
-/// more saves the whole table instead. One `iptables -S` process costs about as much as one
-/// `iptables-save` of a small table (see the module documentation). Adding
-/// port mappings reads 4 to 7 chains, and listing them one by one made ADD
-/// with 1 or 10 containers about 10 ms slower in the benchmark.
+/// more saves the whole table instead, unless POSTROUTING was large (see
+/// [`LIST_FROM_POSTROUTING_RULES`]). One `iptables -S` process costs about
+/// as much as one `iptables-save` of a small table. Adding port mappings
+/// reads 4 to 7 chains, and listing them one by one made ADD with 1 or 10
+/// containers 3 to 6 ms slower in the benchmark.
 const MAX_LISTED_CHAINS: usize = 2;
+
+/// The number of POSTROUTING rules from which a call lists its chains one by
+/// one however many it reads. POSTROUTING contains about one rule per
+/// container with masquerading. In the benchmark, listing the 7 chains of a
+/// port-mapping ADD cost 0 to 4 ms more than one save at 100 containers,
+/// and about 20 ms less at 500. The crossover at 150 is an estimate.
+const LIST_FROM_POSTROUTING_RULES: usize = 150;
 
 /// Enables `route_localnet` on the host's route device to a container, so
 /// that DNAT of traffic to 127.0.0.1 reaches it. The reference portmap
@@ -71,11 +82,18 @@ impl Default for FirewallOptions {
 /// iptables child processes inherit.
 pub struct IptablesFirewall {
     options: FirewallOptions,
+    /// The number of POSTROUTING rules the last read of that chain found,
+    /// IPv4 first. It only chooses how later calls read the table, so a
+    /// stale count costs time but never changes a script.
+    postrouting_rules: [Cell<usize>; 2],
 }
 
 impl IptablesFirewall {
     pub fn new(options: FirewallOptions) -> Self {
-        Self { options }
+        Self {
+            options,
+            postrouting_rules: Default::default(),
+        }
     }
 
     /// Lists `chains` under the lock, and applies the script that `plan`
@@ -89,7 +107,7 @@ impl IptablesFirewall {
     ) -> Result<(), KernelError> {
         let _lock = self.lock(operation)?;
 
-        let state = read_nat(family, operation, chains)?;
+        let state = self.read_nat(family, operation, chains)?;
         let script = plan(&state)?;
         if script.is_empty() {
             return Ok(());
@@ -98,7 +116,7 @@ impl IptablesFirewall {
     }
 
     /// Applies the script that `plan` builds for each family, IPv4 first, as
-    /// two calls of [`Self::apply`] would. It holds one lock and reads both
+    /// two calls of [`Self::apply`] would. It takes one lock and reads both
     /// families at the same time, so a DEL waits for one read instead of two.
     fn apply_both_families(
         &self,
@@ -108,14 +126,23 @@ impl IptablesFirewall {
     ) -> Result<(), KernelError> {
         let _lock = self.lock(operation)?;
 
+        let (list_v4, list_v6) = (
+            self.lists_each(Family::V4, chains),
+            self.lists_each(Family::V6, chains),
+        );
         let (v4_state, v6_state) = std::thread::scope(|scope| {
-            let v6 = scope.spawn(|| read_nat(Family::V6, operation, chains));
-            let v4 = read_nat(Family::V4, operation, chains);
+            let v6 = scope.spawn(|| read_table(Family::V6, operation, chains, list_v6));
+            let v4 = read_table(Family::V4, operation, chains, list_v4);
             let v6 = v6
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (v4, v6)
         });
+        for (family, state) in [(Family::V4, &v4_state), (Family::V6, &v6_state)] {
+            if let Ok(state) = state {
+                self.remember(family, chains, state);
+            }
+        }
 
         // The tables are independent, so listing the IPv6 chains before the
         // IPv4 restore reads the same state as listing them after.
@@ -136,7 +163,37 @@ impl IptablesFirewall {
         chains: &[&str],
     ) -> Result<SavedTable, KernelError> {
         let _lock = self.lock(operation)?;
-        read_nat(family, operation, chains)
+        self.read_nat(family, operation, chains)
+    }
+
+    /// Reads `chains` of the nat table as [`read_table`] does, listing them
+    /// one by one when [`Self::lists_each`] returns true.
+    fn read_nat(
+        &self,
+        family: Family,
+        operation: &str,
+        chains: &[&str],
+    ) -> Result<SavedTable, KernelError> {
+        let table = read_table(family, operation, chains, self.lists_each(family, chains))?;
+        self.remember(family, chains, &table);
+        Ok(table)
+    }
+
+    /// Tells whether to list `chains` one by one: when there are at most
+    /// [`MAX_LISTED_CHAINS`], or when the last read of POSTROUTING in this
+    /// family found at least [`LIST_FROM_POSTROUTING_RULES`] rules.
+    fn lists_each(&self, family: Family, chains: &[&str]) -> bool {
+        chains.len() <= MAX_LISTED_CHAINS
+            || self.postrouting_rules[family.index()].get() >= LIST_FROM_POSTROUTING_RULES
+    }
+
+    /// Stores the number of POSTROUTING rules in `table` if `chains`
+    /// includes POSTROUTING.
+    fn remember(&self, family: Family, chains: &[&str], table: &SavedTable) {
+        if chains.contains(&POSTROUTING) {
+            let count = table.rule_count(POSTROUTING);
+            self.postrouting_rules[family.index()].set(count);
+        }
     }
 
     fn lock(&self, operation: &str) -> Result<File, KernelError> {
@@ -184,10 +241,15 @@ impl IptablesFirewall {
     }
 }
 
-/// Reads `chains` of the nat table: with [`list`] when there are at most
-/// [`MAX_LISTED_CHAINS`], else with one `iptables-save -t nat`.
-fn read_nat(family: Family, operation: &str, chains: &[&str]) -> Result<SavedTable, KernelError> {
-    if chains.len() <= MAX_LISTED_CHAINS {
+/// Reads `chains` of the nat table: with [`list`] when `list_each` is set,
+/// else with one `iptables-save -t nat`.
+fn read_table(
+    family: Family,
+    operation: &str,
+    chains: &[&str],
+    list_each: bool,
+) -> Result<SavedTable, KernelError> {
+    if list_each {
         list(family, operation, chains)
     } else {
         save(family, operation)
@@ -277,9 +339,9 @@ fn list_chain(family: Family, operation: &str, chain: &str) -> Result<Option<Str
 /// chain does not exist. iptables 1.8.9 legacy prints "No chain/target/match
 /// by that name". iptables 1.8.9 nf_tables prints "chain `X' in table `nat'
 /// is incompatible, use 'nft' tool" for a missing chain.
-// NOTE: nf_tables prints the same message for a chain that exists but holds
-// rules iptables cannot parse, which this then takes for a missing chain.
-// Only cniwasm and the reference plugins write the CNI- chains, so such a
+// NOTE: nf_tables prints the same message for a chain that exists but
+// contains rules iptables cannot parse, and this takes it for a missing
+// chain. Only cniwasm and the reference plugins write the CNI- chains, so such a
 // chain would have to come from another tool.
 fn is_missing_chain_message(stderr: &str) -> bool {
     stderr.contains("No chain/target/match by that name")

@@ -176,3 +176,62 @@ fn masquerade_second_address_shares_chain() {
         assert!(saved_rules(Family::V4).is_empty());
     });
 }
+
+#[test]
+fn port_mappings_listed_after_large_postrouting() {
+    privileged("port_mappings_listed_after_large_postrouting", || {
+        // One masquerade jump per simulated container, as bridge with ipMasq
+        // leaves them, so the firewall switches to listing chain by chain.
+        let mut script = String::from("*nat\n");
+        for index in 0..LIST_FROM_POSTROUTING_RULES {
+            let (high, low) = (index / 250, index % 250 + 1);
+            script.push_str(&format!(
+                "-A POSTROUTING -s 10.250.{high}.{low}/32 -j ACCEPT\n"
+            ));
+        }
+        script.push_str("COMMIT\n");
+        run_with_input("iptables-restore", &["--noflush"], &script);
+
+        let mut firewall = IptablesFirewall::new(FirewallOptions::default());
+        let owner = owner("listed");
+        let address = "10.244.10.2/24".parse().unwrap();
+        firewall.add_masquerade(&owner, address).unwrap();
+        let port_chains = 7;
+        assert!(firewall.lists_each(Family::V4, &vec![POSTROUTING; port_chains]));
+        assert!(!firewall.lists_each(Family::V6, &vec![POSTROUTING; port_chains]));
+
+        let spec = PortMapSpec {
+            container_address: "10.244.10.2/24".parse().unwrap(),
+            mappings: vec![crate::kernel::PortMapping {
+                host_port: 9090,
+                container_port: 80,
+                protocol: crate::kernel::Protocol::Tcp,
+                host_ip: None,
+            }],
+            snat: true,
+            masq_all: false,
+            mark_bit: 13,
+        };
+        firewall.add_port_mappings(&owner, &spec).unwrap();
+        let first = saved_rules(Family::V4);
+        firewall.add_port_mappings(&owner, &spec).unwrap();
+        let mut again = saved_rules(Family::V4);
+        let mut first_sorted = first.clone();
+        first_sorted.sort();
+        again.sort();
+        assert_eq!(again, first_sorted, "re-adding must not duplicate rules");
+        firewall.check_port_mappings(&owner, &spec).unwrap();
+
+        // The port-mapping rules are the seed chain's 9, so the shared
+        // chains were declared when missing and filled once.
+        let added = first.len() - LIST_FROM_POSTROUTING_RULES - 3;
+        assert_eq!(added, 9, "{first:#?}");
+
+        firewall.remove_port_mappings(&owner).unwrap();
+        firewall.check_port_mappings(&owner, &spec).unwrap_err();
+        firewall.remove_masquerade(&owner).unwrap();
+        // The 5 rules of the shared chains and built-in jumps stay.
+        let left = saved_rules(Family::V4);
+        assert_eq!(left.len(), LIST_FROM_POSTROUTING_RULES + 5, "{left:#?}");
+    });
+}

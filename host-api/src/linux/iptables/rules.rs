@@ -43,7 +43,15 @@ impl Family {
         }
     }
 
-    /// The command that lists one chain with `-S`.
+    /// Returns the index of the family in per-family arrays, IPv4 first.
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Family::V4 => 0,
+            Family::V6 => 1,
+        }
+    }
+
+    /// Returns the command that lists one chain with `-S`.
     pub(crate) fn list_command(self) -> &'static str {
         match self {
             Family::V4 => "iptables",

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use super::rules::{HOSTPORT_DNAT, POSTROUTING, PortMapRules, Position, Rule};
 
 /// The chains and rules of the nat table as `iptables -S` or `iptables-save`
-/// printed them. A table read chain by chain holds only the chains that were
-/// listed, so a call must list every chain it asks about.
+/// printed them. A table read chain by chain contains only the chains that
+/// were listed, so a call must list every chain it queries.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct SavedTable {
     chains: BTreeSet<String>,
@@ -62,6 +62,10 @@ impl SavedTable {
 
     pub(crate) fn has_chain(&self, chain: &str) -> bool {
         self.chains.contains(chain)
+    }
+
+    pub(crate) fn rule_count(&self, chain: &str) -> usize {
+        self.rules.iter().filter(|rule| rule.chain == chain).count()
     }
 
     pub(crate) fn contains(&self, rule: &Rule) -> bool {
