@@ -1,6 +1,7 @@
 //! Pure address and route logic of the bridge plugin: filling in gateways
 //! and default routes, choosing route gateways, and comparing addresses.
 
+pub use cniwasm_plugin_sdk::container::container_routes;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -75,31 +76,6 @@ pub fn apply_gateways(
         }
     }
     Ok(gateways)
-}
-
-/// Builds the container routes: each route's own gateway, else the gateway of
-/// the first IP of the same family, else a device route.
-pub fn container_routes(result: &cniwasm_types::Result, ifname: &str) -> Vec<RouteSpec> {
-    result
-        .routes
-        .iter()
-        .map(|route| {
-            let family_gateway = result
-                .ips
-                .iter()
-                .find(|ip| ip.is_ipv6() == route.is_ipv6() && !ip.gateway.is_empty())
-                .map(|ip| ip.gateway.clone());
-            let gw = Some(route.gw.clone())
-                .filter(|gw| !gw.is_empty())
-                .or(family_gateway);
-            RouteSpec {
-                dst: route.dst.clone(),
-                gw,
-                dev: Some(ifname.to_string()),
-                metric: (route.priority != 0).then_some(route.priority),
-            }
-        })
-        .collect()
 }
 
 /// The steps that put a requested address on the bridge.

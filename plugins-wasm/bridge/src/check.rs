@@ -1,10 +1,8 @@
 //! CHECK: compares the links, addresses and routes with prevResult.
 
-use ipnet::IpNet;
-
 use cniwasm_plugin_sdk::cniwasm_types;
 use cniwasm_plugin_sdk::link::{self, LinkInfo};
-use cniwasm_plugin_sdk::{CniError, HostResultExt, Invocation, Netns, address, codes, route};
+use cniwasm_plugin_sdk::{CniError, HostResultExt, Invocation, Netns, codes, route};
 
 use crate::addressing::route_present;
 use crate::config::BridgeConfig;
@@ -36,7 +34,7 @@ pub fn check_attachment(
     check_container_link(inv, &prev.interfaces[container_index])?;
     check_host_veth(options, prev)?;
 
-    check_addresses(inv, prev, container_index as u32)?;
+    cniwasm_plugin_sdk::container::check_container_addresses(inv, prev, container_index as u32)?;
     check_routes(inv, prev)
 }
 
@@ -100,31 +98,6 @@ fn check_host_veth(options: &BridgeConfig, prev: &cniwasm_types::Result) -> Resu
         "CNI veth created for bridge {:?} was not found",
         options.bridge
     )))
-}
-
-fn check_addresses(
-    inv: &Invocation,
-    prev: &cniwasm_types::Result,
-    container_index: u32,
-) -> Result<(), CniError> {
-    let listed = address::list(Netns::Container, &inv.ifname)
-        .context(&format!("failed to list the addresses of {:?}", inv.ifname))?;
-    let present: Vec<IpNet> = listed.iter().filter_map(|text| text.parse().ok()).collect();
-
-    for ip in prev
-        .ips
-        .iter()
-        .filter(|ip| ip.interface == Some(container_index))
-    {
-        let expected: Option<IpNet> = ip.address.parse().ok();
-        if expected.is_none_or(|expected| !present.contains(&expected)) {
-            return Err(failed(format!(
-                "failed to match address {} on interface {:?}",
-                ip.address, inv.ifname
-            )));
-        }
-    }
-    Ok(())
 }
 
 fn check_routes(inv: &Invocation, prev: &cniwasm_types::Result) -> Result<(), CniError> {

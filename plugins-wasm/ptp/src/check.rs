@@ -1,10 +1,8 @@
 //! CHECK: compares the container link, addresses and routes with prevResult.
 
-use ipnet::IpNet;
-
 use cniwasm_plugin_sdk::cniwasm_types;
 use cniwasm_plugin_sdk::link;
-use cniwasm_plugin_sdk::{CniError, HostResultExt, Invocation, Netns, address, codes, nat, route};
+use cniwasm_plugin_sdk::{CniError, HostResultExt, Invocation, Netns, codes, nat, route};
 
 use crate::config::PtpConfig;
 use crate::routing::route_present;
@@ -49,37 +47,12 @@ pub fn check_attachment(
         )));
     }
 
-    check_addresses(inv, prev, expected as u32)?;
+    cniwasm_plugin_sdk::container::check_container_addresses(inv, prev, expected as u32)?;
     check_routes(inv, prev)?;
     if options.ip_masq {
         for ip in &prev.ips {
             nat::check_masquerade(&ip.address)
                 .context(&format!("masquerade for {} is not in place", ip.address))?;
-        }
-    }
-    Ok(())
-}
-
-fn check_addresses(
-    inv: &Invocation,
-    prev: &cniwasm_types::Result,
-    container_index: u32,
-) -> Result<(), CniError> {
-    let listed = address::list(Netns::Container, &inv.ifname)
-        .context(&format!("failed to list the addresses of {:?}", inv.ifname))?;
-    let present: Vec<IpNet> = listed.iter().filter_map(|text| text.parse().ok()).collect();
-
-    for ip in prev
-        .ips
-        .iter()
-        .filter(|ip| ip.interface == Some(container_index))
-    {
-        let expected: Option<IpNet> = ip.address.parse().ok();
-        if expected.is_none_or(|expected| !present.contains(&expected)) {
-            return Err(failed(format!(
-                "failed to match address {} on interface {:?}",
-                ip.address, inv.ifname
-            )));
         }
     }
     Ok(())

@@ -6,6 +6,7 @@
 //! the gateway is a single-address (/32 or /128) address on the host veth,
 //! with a route to the container address through that veth.
 
+pub use cniwasm_plugin_sdk::container::container_routes as ipam_routes;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -63,31 +64,6 @@ pub fn point_to_points(result: &cniwasm_types::Result) -> Result<Vec<PointToPoin
                 ))
             })?;
             Ok(PointToPoint { address, gateway })
-        })
-        .collect()
-}
-
-/// The routes of the IPAM result as the container gets them: each route's
-/// own gateway, else the gateway of the first address of the same family.
-pub fn ipam_routes(result: &cniwasm_types::Result, ifname: &str) -> Vec<RouteSpec> {
-    result
-        .routes
-        .iter()
-        .map(|route| {
-            let family_gateway = result
-                .ips
-                .iter()
-                .find(|ip| ip.is_ipv6() == route.is_ipv6() && !ip.gateway.is_empty())
-                .map(|ip| ip.gateway.clone());
-            let gw = Some(route.gw.clone())
-                .filter(|gw| !gw.is_empty())
-                .or(family_gateway);
-            RouteSpec {
-                dst: route.dst.clone(),
-                gw,
-                dev: Some(ifname.to_string()),
-                metric: (route.priority != 0).then_some(route.priority),
-            }
         })
         .collect()
 }

@@ -36,6 +36,7 @@
 //! native target (unit tests) they panic, while [`logging`] prints to stderr.
 
 mod config;
+pub mod container;
 mod dispatch;
 mod host;
 mod invocation;
