@@ -742,6 +742,29 @@ mod tests {
     }
 
     #[test]
+    fn section_mode_overrides_entry_mode() {
+        let policy = Policy::from_json(
+            r#"{"mode": "enforce", "plugins": {"bridge": {
+                "links": {"mode": "audit", "containerNames": ["eth*"], "bridges": ["mynet"]},
+                "portMappings": {"hostPorts": ["8080"], "hostIPs": ["0.0.0.0"], "protocols": ["tcp"]}}}}"#,
+        )
+        .unwrap();
+        let bridge = policy.for_plugin("bridge");
+
+        let other_bridge = bridge.check(&Request::EnsureBridge {
+            name: "docker0",
+            mtu: None,
+        });
+        assert_eq!(other_bridge.verdict, Verdict::WouldDeny);
+        let ssh = bridge.check(&Request::PortMapping {
+            host_port: 22,
+            host_ip: None,
+            protocol: "tcp",
+        });
+        assert_eq!(ssh.verdict, Verdict::Deny);
+    }
+
+    #[test]
     fn port_rules_check_ip_and_protocol() {
         let portmap = policy().for_plugin("portmap").clone();
         let allowed = Request::PortMapping {
