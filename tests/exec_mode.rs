@@ -392,3 +392,63 @@ fn del_with_empty_netns_releases_everything() {
         "{rules:#?}"
     );
 }
+
+#[test]
+fn failed_install_changes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    let installed = scenario.dir.path().join("plugins");
+    let bin_dir = scenario.dir.path().join("cni-bin");
+    let good = plugin_dir().join("bridge.wasm");
+    let install = |sources: &[&str]| {
+        let mut args = vec![
+            "install",
+            "--plugin-dir",
+            installed.to_str().unwrap(),
+            "--bin-dir",
+            bin_dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(sources);
+        scenario.cniwasm(&args, &[])
+    };
+    install(&[good.to_str().unwrap()]).assert_success();
+    let before = std::fs::read(installed.join("bridge.wasm")).unwrap();
+
+    // A file that is not a component, under a name already installed and a new one.
+    let garbage_dir = scenario.dir.path().join("garbage");
+    std::fs::create_dir_all(&garbage_dir).unwrap();
+    std::fs::write(garbage_dir.join("bridge.wasm"), b"not wasm").unwrap();
+    std::fs::write(garbage_dir.join("junk.wasm"), b"not wasm either").unwrap();
+    let failed = install(&[
+        garbage_dir.join("junk.wasm").to_str().unwrap(),
+        garbage_dir.join("bridge.wasm").to_str().unwrap(),
+    ]);
+
+    assert!(!failed.status.success());
+    assert_eq!(failed.json()["code"], json!(104), "{}", failed.stdout);
+    assert_eq!(
+        std::fs::read(installed.join("bridge.wasm")).unwrap(),
+        before,
+        "the good plugin was replaced"
+    );
+    assert!(!installed.join("junk.wasm").exists());
+    assert!(bin_dir.join("junk").symlink_metadata().is_err());
+
+    // A link whose type has no .wasm file is "not found", not a native plugin.
+    std::os::unix::fs::symlink(cniwasm_binary(), bin_dir.join("nosuch")).unwrap();
+    let (success, error) = exec(
+        bin_dir.join("nosuch").to_str().unwrap(),
+        &[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "x1"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", bin_dir.to_str().unwrap()),
+            ("CNIWASM_PLUGIN_PATH", installed.to_str().unwrap()),
+        ],
+        r#"{"cniVersion":"1.0.0","name":"n","type":"nosuch"}"#,
+    );
+    assert!(!success);
+    assert_eq!(error["code"], json!(105), "{error}");
+}

@@ -480,3 +480,94 @@ fn plugin_gc_receives_both_attachment_keys() {
         .cniwasm(&["del", "lifenet", &netns], &[("CNI_PATH", &cni_path)])
         .assert_success();
 }
+
+#[test]
+fn del_runs_available_plugins_when_one_is_missing() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    scenario.write_config("10-lifenet.conflist", &list("0.4.0", json!({})));
+    let container = Netns::create("cwc");
+    let netns = container.path().display().to_string();
+    add(&scenario, &container);
+
+    // portmap disappears from the plugin path before DEL.
+    let partial = scenario.dir.path().join("partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    for plugin in ["bridge", "host-local"] {
+        let source = cniwasm_integration_tests::plugin_dir().join(format!("{plugin}.wasm"));
+        std::fs::copy(source, partial.join(format!("{plugin}.wasm"))).unwrap();
+    }
+    let output = scenario.cniwasm(
+        &["del", "lifenet", &netns],
+        &[("CNI_PATH", partial.to_str().unwrap())],
+    );
+
+    assert!(!output.status.success());
+    assert_eq!(output.json()["code"], json!(105), "{}", output.stdout);
+    assert_eq!(
+        container.link_names(),
+        vec!["lo".to_string()],
+        "bridge DEL did not run"
+    );
+    assert!(
+        scenario.reservations("lifenet").is_empty(),
+        "the address was not released"
+    );
+    assert_eq!(
+        scenario.cache_files().len(),
+        1,
+        "the cache must stay for a retry"
+    );
+
+    scenario
+        .cniwasm(&["del", "lifenet", &netns], &[("CAP_ARGS", CAP_ARGS)])
+        .assert_success();
+    assert!(scenario.cache_files().is_empty());
+    assert!(
+        !scenario
+            .host
+            .nat_rules()
+            .iter()
+            .any(|rule| rule.contains("CNI-DN-"))
+    );
+}
+
+#[test]
+fn validate_checks_ipam_and_policy() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    scenario.write_config("10-lifenet.conflist", &list("1.0.0", json!({})));
+    let partial = scenario.dir.path().join("partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    for plugin in ["bridge", "portmap"] {
+        let source = cniwasm_integration_tests::plugin_dir().join(format!("{plugin}.wasm"));
+        std::fs::copy(source, partial.join(format!("{plugin}.wasm"))).unwrap();
+    }
+    let policy = scenario.dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        json!({"plugins": {"portmap": {"imports": ["log"]}}}).to_string(),
+    )
+    .unwrap();
+
+    let output = scenario.cniwasm(
+        &["validate", "lifenet"],
+        &[
+            ("CNI_PATH", partial.to_str().unwrap()),
+            ("CNIWASM_POLICY", policy.to_str().unwrap()),
+        ],
+    );
+
+    assert!(!output.status.success(), "{}", output.stdout);
+    let message = output.json()["msg"].as_str().unwrap().to_string();
+    assert!(message.starts_with("2 problem(s)"), "{message}");
+    assert!(message.contains("IPAM host-local"), "{message}");
+    assert!(
+        message.contains("portmap") && message.contains("imports"),
+        "{message}"
+    );
+}

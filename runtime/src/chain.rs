@@ -35,6 +35,10 @@ pub struct RuntimeOptions {
     pub compile_cache: Option<PathBuf>,
     /// The node's plugin policy, with its limits and audit log.
     pub policy: Arc<Policy>,
+    /// Looks up only `<type>.wasm`, never a native executable. Exec mode sets
+    /// it, since there the executable named after the type is the link that
+    /// started cniwasm.
+    pub wasm_only: bool,
 }
 
 /// One attachment of a container to a network: libcni's `RuntimeConf`.
@@ -99,6 +103,9 @@ enum ChainPlugin {
     Wasm(LoadedPlugin),
     /// An executable run through the exec protocol, outside the sandbox.
     Native(PathBuf),
+    /// A plugin that could not be found or admitted; its step of a DEL fails
+    /// with this error while the others run.
+    Unavailable(cniwasm_types::CniError),
 }
 
 pub struct Runtime {
@@ -328,6 +335,18 @@ impl Runtime {
         })
     }
 
+    /// Checks that a plugin type can run: found, and admitted by the policy
+    /// (digest, imports, native plugins). Used by `cniwasm validate`.
+    pub fn check_admission(&self, plugin_type: &str) -> Result<(), Error> {
+        let owner = Owner {
+            network: String::new(),
+            container_id: String::new(),
+            ifname: String::new(),
+        };
+        self.admit_plugin(&self.locator(), &owner, Command::Add, plugin_type)
+            .map(drop)
+    }
+
     /// Tells whether a plugin type would run as a native executable, which
     /// the policy allows.
     pub fn resolves_native(&self, plugin_type: &str) -> bool {
@@ -460,7 +479,15 @@ impl Runtime {
         let locator = self.locator();
         let mut plugins = Vec::with_capacity(list.plugins.len());
         for plugin in &list.plugins {
-            plugins.push(self.admit_plugin(&locator, &owner, command, &plugin.plugin_type)?);
+            match self.admit_plugin(&locator, &owner, command, &plugin.plugin_type) {
+                Ok(admitted) => plugins.push(admitted),
+                // DEL must release what it can, so a plugin that cannot run
+                // fails only its own step; every other command stops here.
+                Err(error) if command == Command::Del => {
+                    plugins.push(ChainPlugin::Unavailable(error.to_cni_error()))
+                }
+                Err(error) => return Err(error),
+            }
         }
         let kernel = Arc::new(Mutex::new(self.kernels.open(netns)?));
 
@@ -524,7 +551,11 @@ impl Runtime {
         command: Command,
         plugin_type: &str,
     ) -> Result<ChainPlugin, Error> {
-        match locator.resolve(plugin_type)? {
+        let resolved = match self.options.wasm_only {
+            true => Resolved::Wasm(locator.find(plugin_type)?),
+            false => locator.resolve(plugin_type)?,
+        };
+        match resolved {
             Resolved::Wasm(path) => {
                 let loaded = self.engine.load(&path)?;
                 let context = self.audit_context(owner, command, plugin_type, &loaded.digest);
@@ -557,6 +588,17 @@ impl Runtime {
             ChainPlugin::Wasm(plugin) => plugin,
             ChainPlugin::Native(path) => {
                 return self.call_native(run, index, command, config, path);
+            }
+            ChainPlugin::Unavailable(error) => {
+                return Err(Error::Plugin {
+                    command: command_name(command),
+                    index,
+                    plugin_type: plugin_type.clone(),
+                    source: Box::new(sandbox::PluginError::Cni {
+                        plugin: plugin_type.clone(),
+                        error: error.clone(),
+                    }),
+                });
             }
         };
         let policy = Arc::new(self.options.policy.for_plugin(plugin_type).clone());

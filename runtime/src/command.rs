@@ -32,6 +32,9 @@ pub struct CommandOptions {
     pub cache_dir: PathBuf,
     pub ipam_data_dir: PathBuf,
     pub compile_cache: Option<PathBuf>,
+    /// Directories of installed plugins (`CNIWASM_PLUGIN_PATH`), searched
+    /// after `CNI_PATH`.
+    pub plugin_path: String,
     /// The policy file given with `--policy` or `CNIWASM_POLICY`; `None`
     /// reads [`DEFAULT_POLICY_PATH`] when it exists.
     pub policy: Option<PathBuf>,
@@ -141,11 +144,14 @@ fn prepare(options: &CommandOptions) -> Result<(Runtime, Attachment), Error> {
 
 fn new_runtime(options: &CommandOptions) -> Result<Runtime, Error> {
     let runtime_options = RuntimeOptions {
-        plugin_path: split_path(&options.cni_path),
+        // The CLI also searches where `cniwasm install` puts plugins, so a
+        // type whose link is on CNI_PATH runs its wasm file, not the link.
+        plugin_path: split_path(&format!("{}:{}", options.cni_path, options.plugin_path)),
         cache_dir: options.cache_dir.clone(),
         ipam_data_dir: options.ipam_data_dir.clone(),
         compile_cache: options.compile_cache.clone(),
         policy: Arc::new(load_policy(options.policy.as_deref())?),
+        wasm_only: false,
     };
     Runtime::new(runtime_options, Arc::new(LinuxKernelFactory))
 }
@@ -364,6 +370,14 @@ pub fn audit(
     policy_path: Option<&Path>,
     filter: &AuditFilter,
 ) -> Result<Vec<String>, Error> {
+    if let Some(decision) = &filter.decision
+        && !["allow", "deny", "would-deny"].contains(&decision.as_str())
+    {
+        return Err(Error::invalid(
+            codes::INVALID_ENVIRONMENT_VARIABLES,
+            format!("invalid --decision {decision:?}: expected allow, deny or would-deny"),
+        ));
+    }
     let path = match file {
         Some(path) => path.to_path_buf(),
         None => load_policy(policy_path)?.audit_log.ok_or_else(|| {
@@ -373,9 +387,11 @@ pub fn audit(
             )
         })?,
     };
-    let text = std::fs::read_to_string(&path).map_err(|error| Error::Policy {
-        path: path.display().to_string(),
-        reason: format!("cannot read the audit log: {error}"),
+    let text = std::fs::read_to_string(&path).map_err(|error| {
+        Error::invalid(
+            codes::IO_FAILURE,
+            format!("failed to read audit log {}: {error}", path.display()),
+        )
     })?;
 
     let field = |record: &Value, key: &str| {
@@ -467,6 +483,10 @@ pub struct InstallOptions {
 /// a file in the bin directory that is not already such a link, unless
 /// `force` is set. Returns one line per plugin.
 pub fn install(options: &InstallOptions) -> Result<Vec<String>, Error> {
+    let options = &InstallOptions {
+        plugin_dir: first_directory(&options.plugin_dir),
+        ..options.clone()
+    };
     let io_error = |action: String, error: std::io::Error| {
         Error::invalid(codes::IO_FAILURE, format!("failed to {action}: {error}"))
     };
@@ -476,20 +496,32 @@ pub fn install(options: &InstallOptions) -> Result<Vec<String>, Error> {
     std::fs::create_dir_all(&options.bin_dir)
         .map_err(|e| io_error(format!("create {}", options.bin_dir.display()), e))?;
 
-    let mut lines = Vec::new();
+    // 1. Check every plugin before changing anything: its name, that it
+    // compiles, and that its link may be written. A bad file then leaves the
+    // installed plugins as they were.
+    let mut checked = Vec::with_capacity(options.plugins.len());
     for source in &options.plugins {
         let plugin_type = plugin_type_of(source)?;
         let link = options.bin_dir.join(&plugin_type);
         check_link_target(&link, &options.binary, options.force)?;
+        let loaded = engine.load(source)?;
+        checked.push((source, plugin_type, link, loaded.digest));
+    }
 
+    // 2. Copy each file in through a temporary name and a rename, so a
+    // runtime never sees a half-written plugin, then link it.
+    let mut lines = Vec::new();
+    for (source, plugin_type, link, digest) in checked {
         let target = options.plugin_dir.join(format!("{plugin_type}.wasm"));
-        std::fs::copy(source, &target).map_err(|e| {
-            io_error(
-                format!("copy {} to {}", source.display(), target.display()),
-                e,
-            )
-        })?;
-        let loaded = engine.load(&target)?;
+        let staged = options.plugin_dir.join(format!(".{plugin_type}.wasm.new"));
+        std::fs::copy(source, &staged)
+            .and_then(|_| std::fs::rename(&staged, &target))
+            .map_err(|e| {
+                io_error(
+                    format!("copy {} to {}", source.display(), target.display()),
+                    e,
+                )
+            })?;
 
         if link.symlink_metadata().is_ok() {
             std::fs::remove_file(&link)
@@ -502,13 +534,19 @@ pub fn install(options: &InstallOptions) -> Result<Vec<String>, Error> {
             )
         })?;
         lines.push(format!(
-            "{plugin_type}: {} sha256:{} -> {}",
+            "{plugin_type}: {} sha256:{digest} -> {}",
             target.display(),
-            loaded.digest,
             link.display()
         ));
     }
     Ok(lines)
+}
+
+/// The first directory of a colon-separated list such as
+/// `CNIWASM_PLUGIN_PATH`, where `install` puts plugins.
+fn first_directory(path: &Path) -> PathBuf {
+    let text = path.to_string_lossy();
+    PathBuf::from(text.split(':').find(|part| !part.is_empty()).unwrap_or("."))
 }
 
 fn plugin_type_of(path: &Path) -> Result<String, Error> {
@@ -556,6 +594,7 @@ pub fn list_plugins(
     bin_dir: &Path,
     policy_path: Option<&Path>,
 ) -> Result<Vec<String>, Error> {
+    let plugin_dir = &first_directory(plugin_dir);
     let entries = std::fs::read_dir(plugin_dir).map_err(|error| {
         Error::invalid(
             codes::IO_FAILURE,
@@ -619,6 +658,15 @@ pub fn validate(options: &CommandOptions) -> Result<Validation, Error> {
             }
         }
 
+        if let Err(error) = runtime.check_admission(&plugin.plugin_type) {
+            validation
+                .problems
+                .push(format!("plugin {index} ({}): {error}", plugin.plugin_type));
+            continue;
+        }
+        if runtime.resolves_native(&plugin.plugin_type) {
+            continue;
+        }
         match runtime.supported_versions(&plugin.plugin_type) {
             Ok(versions) if !versions.iter().any(|supported| supported == version) => validation.problems.push(format!(
                 "plugin {index} ({}) does not support config version {version:?}; it supports {}",
@@ -626,8 +674,22 @@ pub fn validate(options: &CommandOptions) -> Result<Validation, Error> {
                 versions.join(", ")
             )),
             Ok(_) => {}
-            Err(Error::PluginNotFound { .. }) if runtime.resolves_native(&plugin.plugin_type) => {}
             Err(error) => validation.problems.push(format!("plugin {index} ({}): {error}", plugin.plugin_type)),
+        }
+
+        // The IPAM plugin a plugin delegates to must be there and admitted too.
+        let ipam_type = plugin
+            .raw
+            .get("ipam")
+            .and_then(|ipam| ipam.get("type"))
+            .and_then(Value::as_str);
+        if let Some(ipam_type) = ipam_type
+            && let Err(error) = runtime.check_admission(ipam_type)
+        {
+            validation.problems.push(format!(
+                "plugin {index} ({}), IPAM {ipam_type}: {error}",
+                plugin.plugin_type
+            ));
         }
     }
     validation.capabilities.sort();

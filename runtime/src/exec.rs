@@ -228,8 +228,8 @@ fn new_runtime(request: &ExecRequest) -> Result<Runtime, CniError> {
 
     let mut policy = load_policy(request.var("CNIWASM_POLICY").map(std::path::Path::new))
         .map_err(|e| e.to_cni_error())?;
-    // A plugin type with no .wasm file would resolve to the link that
-    // started this process, and run it again without end.
+    // Native plugins never run in exec mode (see `wasm_only` below), so the
+    // policy's setting does not matter here.
     policy.allow_native_plugins = false;
     let options = RuntimeOptions {
         plugin_path,
@@ -245,6 +245,9 @@ fn new_runtime(request: &ExecRequest) -> Result<Runtime, CniError> {
                 .unwrap_or("/var/cache/cniwasm"),
         )),
         policy: Arc::new(policy),
+        // A plugin type with no .wasm file would otherwise resolve to the link
+        // that started this process, and run it again without end.
+        wasm_only: true,
     };
     Runtime::new(options, Arc::new(LinuxKernelFactory)).map_err(|error| error.to_cni_error())
 }

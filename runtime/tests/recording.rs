@@ -211,6 +211,7 @@ fn runtime_with(dir: &Path, factory: Arc<dyn KernelFactory>) -> Runtime {
         ipam_data_dir: dir.join("ipam"),
         compile_cache: Some(repo_root().join("target/cniwasm-compile-cache")),
         policy: Arc::new(Policy::default()),
+        wasm_only: false,
     };
     Runtime::new(options, factory).unwrap()
 }

@@ -24,7 +24,8 @@ use cniwasm_types::{CniError, print_json};
         The container id is derived from the namespace path as cnitool derives it:\n\
         \"cnitool-\" and the first 20 hex digits of the SHA-512 of the absolute path.\n\
         ADD prints the result JSON on stdout. On failure every command prints a CNI\n\
-        error object on stdout, a message on stderr, and exits with status 1."
+        error object on stdout, a message on stderr, and exits with status 1\n\
+        (a malformed command line exits with status 2)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -158,6 +159,13 @@ struct Target {
     /// Policy file naming what each plugin may do [default: /etc/cniwasm/policy.json if it exists, else the built-in policy]
     #[arg(long, env = "CNIWASM_POLICY")]
     policy: Option<PathBuf>,
+    /// Colon-separated directories of installed plugins, searched after CNI_PATH
+    #[arg(
+        long,
+        env = "CNIWASM_PLUGIN_PATH",
+        default_value = "/opt/cniwasm/plugins"
+    )]
+    plugin_path: String,
 }
 
 impl Target {
@@ -174,6 +182,7 @@ impl Target {
             ipam_data_dir: self.ipam_data_dir,
             compile_cache: Some(self.compile_cache),
             policy: self.policy,
+            plugin_path: self.plugin_path,
         }
     }
 }
@@ -317,7 +326,9 @@ fn main() -> ExitCode {
 
     match outcome {
         Ok(Some(output)) => {
-            println!("{output}");
+            if !output.is_empty() {
+                println!("{output}");
+            }
             ExitCode::SUCCESS
         }
         Ok(None) => ExitCode::SUCCESS,
