@@ -336,8 +336,11 @@ fn describe_policy(entry: &cniwasm_host_api::policy::PluginPolicy) -> String {
         .collect();
     let limits = &entry.limits;
     format!(
-        "mode {:?}; imports: {imports}; restricted sections: {}; IPAM state directory: {}; limits: {} bytes of memory, {} ms, {} host calls, {} result bytes",
-        entry.mode,
+        "mode {}; imports: {imports}; restricted sections: {}; IPAM state directory: {}; limits: {} bytes of memory, {} ms, {} host calls, {} result bytes",
+        match entry.mode {
+            cniwasm_host_api::policy::Mode::Enforce => "enforce",
+            cniwasm_host_api::policy::Mode::Audit => "audit",
+        },
         if restricted.is_empty() {
             "none (ownership rules only)".to_string()
         } else {
