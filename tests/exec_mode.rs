@@ -318,7 +318,7 @@ fn install_links_plugins_and_protects_native_ones() {
         listed.stdout
     );
 
-    // The installed link answers VERSION as a CNI plugin.
+    // The installed link handles VERSION as a CNI plugin.
     let (success, version) = exec(
         bin_dir.join("bridge").to_str().unwrap(),
         &[

@@ -1,7 +1,7 @@
 //! GC, STATUS, version negotiation and DEL with a damaged or missing cache,
 //! against the real kernel in throwaway namespaces.
 
-use cniwasm_integration_tests::{Netns, Scenario, require_root};
+use cniwasm_integration_tests::{Netns, Scenario, container_id, require_root};
 use serde_json::json;
 
 fn list(version: &str, extra: serde_json::Value) -> String {
@@ -310,15 +310,6 @@ fn del_goes_past_failing_plugin_and_keeps_cache() {
         .cniwasm(&["del", "lifenet", &netns], &env)
         .assert_success();
     assert!(scenario.cache_files().is_empty());
-}
-
-/// The container id cnitool derives from a namespace path.
-fn container_id(netns: &str) -> String {
-    use sha2::{Digest, Sha512};
-    format!(
-        "cnitool-{}",
-        &hex::encode(Sha512::digest(netns.as_bytes()))[..20]
-    )
 }
 
 #[test]

@@ -6,19 +6,12 @@
 //! chain behind.
 
 use cniwasm_integration_tests::reference::{REFERENCE_PLUGIN_DIR, ReferenceRun};
-use cniwasm_integration_tests::{HttpServer, Netns, Scenario, http_get, require_root};
+use cniwasm_integration_tests::{
+    HttpServer, Netns, Scenario, container_id, http_get, require_root,
+};
 use serde_json::{Map, Value, json};
 
 const NETWORK: &str = "morenet";
-
-/// Derives the container id from a namespace path as cnitool (and so cniwasm) does.
-fn container_id(netns: &str) -> String {
-    use sha2::{Digest, Sha512};
-    format!(
-        "cnitool-{}",
-        &hex::encode(Sha512::digest(netns.as_bytes()))[..20]
-    )
-}
 
 /// Returns the reference plugins' per-container NAT chain: `CNI-` and 24 hex
 /// digits of SHA-512 over the network name followed by the container id.

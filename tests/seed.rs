@@ -2,7 +2,9 @@
 //! from `examples/mynet.conflist`, run by the `cniwasm` CLI inside a
 //! throwaway host namespace.
 
-use cniwasm_integration_tests::{HttpServer, Netns, Scenario, http_get, repo_root, require_root};
+use cniwasm_integration_tests::{
+    HttpServer, Netns, Scenario, container_id, http_get, repo_root, require_root,
+};
 use serde_json::{Value, json};
 
 const CAP_ARGS: &str = r#"{"portMappings":[{"hostPort":9090,"containerPort":80,"protocol":"tcp","hostIP":"127.0.0.1"}]}"#;
@@ -28,15 +30,6 @@ fn del(scenario: &Scenario, netns: &str) {
     scenario
         .cniwasm(&["del", "mynet", netns], &[("CAP_ARGS", CAP_ARGS)])
         .assert_success();
-}
-
-/// The container id cnitool derives from a namespace path.
-fn container_id(netns: &str) -> String {
-    use sha2::{Digest, Sha512};
-    format!(
-        "cnitool-{}",
-        &hex::encode(Sha512::digest(netns.as_bytes()))[..20]
-    )
 }
 
 #[test]
@@ -120,7 +113,7 @@ fn seed_add_result_and_kernel_state() {
         "{rules:#?}"
     );
 
-    // Traffic: the container answers on its address and through the mapping.
+    // Traffic: the container serves HTTP on its address and through the mapping.
     let _server = HttpServer::start(&container, 80, "seed says hello");
     assert_eq!(
         http_get(&scenario.host, "http://10.244.10.2:80/").as_deref(),

@@ -4,19 +4,10 @@
 //! host veth name and the sandbox path, and the NAT rules are identical.
 
 use cniwasm_integration_tests::reference::ReferenceRun;
-use cniwasm_integration_tests::{Netns, Scenario, repo_root, require_root};
+use cniwasm_integration_tests::{Netns, Scenario, container_id, repo_root, require_root};
 use serde_json::{Map, Value, json};
 
 const CAP_ARGS: &str = r#"{"portMappings":[{"hostPort":9090,"containerPort":80,"protocol":"tcp","hostIP":"127.0.0.1"}]}"#;
-
-/// The container id cnitool derives from a namespace path.
-fn container_id(netns: &str) -> String {
-    use sha2::{Digest, Sha512};
-    format!(
-        "cnitool-{}",
-        &hex::encode(Sha512::digest(netns.as_bytes()))[..20]
-    )
-}
 
 /// Blanks what legitimately differs between two runs.
 fn normalize(result: &Value) -> Value {

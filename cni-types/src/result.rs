@@ -1,6 +1,6 @@
 //! The ADD result in every spec version.
 //!
-//! [`Result`] holds the 1.x form, which carries every field of the older ones.
+//! [`Result`] is the 1.x form, which carries every field of the older ones.
 //! [`result_from_json`] reads any version into it and [`result_to_json`]
 //! renders it in a requested version, with the rules of the reference
 //! library's converters (`pkg/types/internal/convert.go`).
@@ -122,7 +122,7 @@ fn is_zero(value: &u32) -> bool {
     *value == 0
 }
 
-/// Which result layout a version uses.
+/// The result layout of a group of versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Family {
     /// 0.1.0 and 0.2.0: `ip4`/`ip6` objects, no interfaces.

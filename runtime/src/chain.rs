@@ -511,7 +511,7 @@ impl Runtime {
     /// Refuses an ADD for an attachment that exists already, since the
     /// rollback of a failed ADD would tear it down: one with a cached result,
     /// or whose interface exists in the container. `lo` always exists, so
-    /// only the cache tells for it.
+    /// only the cache shows an attachment for it.
     fn check_not_attached(&self, run: &ChainRun<'_>) -> Result<(), Error> {
         let ifname = &run.attachment.ifname;
         let cached = cache::cache_path(&self.options.cache_dir, cache_key(run)).exists();

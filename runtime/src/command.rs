@@ -512,7 +512,7 @@ pub fn install(options: &InstallOptions) -> Result<Vec<String>, Error> {
     }
 
     // 2. Copy each file in through a temporary name and a rename, so a
-    // runtime never sees a half-written plugin, then link it.
+    // runtime never loads a half-written plugin, then link it.
     let mut lines = Vec::new();
     for (source, plugin_type, link, digest) in checked {
         let target = options.plugin_dir.join(format!("{plugin_type}.wasm"));

@@ -31,6 +31,16 @@ pub fn require_root() -> bool {
     );
 }
 
+/// Returns the container id that cnitool derives from a namespace path:
+/// `cnitool-` and the first 20 hex digits of the SHA-512 of the path.
+pub fn container_id(netns: &str) -> String {
+    use sha2::{Digest, Sha512};
+    format!(
+        "cnitool-{}",
+        &hex::encode(Sha512::digest(netns.as_bytes()))[..20]
+    )
+}
+
 /// A short name unique to this process and call, such as `cwh4711x3`.
 /// Interface and namespace names stay well under 15 bytes.
 pub fn unique_name(prefix: &str) -> String {

@@ -210,9 +210,8 @@ pub trait Firewall {
     fn remove_masquerade(&mut self, owner: &Owner) -> Result<(), KernelError>;
 }
 
-/// The kernel as the host API sees it.
-/// The kernel as the host API sees it. The parts are `Send` because wasmtime
-/// store data must be.
+/// The kernel behind the host API: one implementation per subsystem. The
+/// parts are `Send` because wasmtime store data must be.
 pub struct Kernel {
     pub netlink: Box<dyn Netlink + Send>,
     pub sysctl: Box<dyn Sysctl + Send>,
