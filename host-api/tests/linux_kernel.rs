@@ -471,6 +471,50 @@ fn delete_link_removes_pair() {
     });
 }
 
+/// The deletion runs on a thread of its own; settling, or dropping the
+/// netlink, waits for it, as `ip link` from outside the process shows.
+#[test]
+fn background_delete_is_done_after_settle_and_drop() {
+    privileged(
+        "background_delete_is_done_after_settle_and_drop",
+        |container| {
+            let mut netlink = LinuxNetlink::open(Some(&container.path())).unwrap();
+            netlink.create_veth(&veth_spec("cwveth6")).unwrap();
+            assert!(netlink.delete_link(Namespace::Container, "eth0").unwrap());
+            netlink.settle().unwrap();
+            let links = ip_json(&["-n", &container.name, "link", "show"]);
+            assert!(
+                links
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|l| l["ifname"] != "eth0"),
+                "eth0 still in the container after settle: {links}"
+            );
+            assert!(
+                ip_json(&["link", "show"])
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|l| l["ifname"] != "cwveth6")
+            );
+
+            netlink.create_veth(&veth_spec("cwveth7")).unwrap();
+            assert!(netlink.delete_link(Namespace::Host, "cwveth7").unwrap());
+            drop(netlink);
+            let links = ip_json(&["-n", &container.name, "link", "show"]);
+            assert!(
+                links
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|l| l["ifname"] != "eth0"),
+                "eth0 still in the container after drop: {links}"
+            );
+        },
+    );
+}
+
 #[test]
 fn missing_container_netns_is_not_found() {
     privileged("missing_container_netns_is_not_found", |_| {

@@ -639,7 +639,9 @@ impl Runtime {
             audit_context: &audit_context,
         };
 
-        sandbox::call_plugin(&self.engine, call, host).map_err(|source| Error::Plugin {
+        let outcome = sandbox::call_plugin(&self.engine, call, host);
+        let outcome = settle_kernel(run, plugin_type, outcome);
+        outcome.map_err(|source| Error::Plugin {
             command: command_name(command),
             index,
             plugin_type: plugin_type.clone(),
@@ -724,6 +726,9 @@ impl Runtime {
                 tracing::warn!(%error, link = %name, "failed to remove a link created by the failed ADD");
             }
         }
+        if let Err(error) = kernel.netlink.settle() {
+            tracing::warn!(%error, "failed to remove a link created by the failed ADD");
+        }
     }
 
     fn write_cache(&self, run: &ChainRun<'_>, result: &Value) -> Result<(), Error> {
@@ -738,6 +743,35 @@ impl Runtime {
         };
         cache::write(&self.options.cache_dir, &entry)?;
         Ok(())
+    }
+}
+
+/// Waits for the kernel work the plugin started that still runs in the
+/// background, so that the plugin's call is only done once its link
+/// deletions are. A failure there fails a call that succeeded; after a
+/// failed call it is logged, and the plugin's own error is returned.
+fn settle_kernel(
+    run: &ChainRun<'_>,
+    plugin_type: &str,
+    outcome: Result<Option<String>, sandbox::PluginError>,
+) -> Result<Option<String>, sandbox::PluginError> {
+    let settled = run
+        .kernel
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .netlink
+        .settle();
+
+    match (outcome, settled) {
+        (outcome, Ok(())) => outcome,
+        (Ok(_), Err(error)) => Err(sandbox::PluginError::Kernel {
+            plugin: plugin_type.to_string(),
+            source: error,
+        }),
+        (Err(plugin_error), Err(error)) => {
+            tracing::error!(plugin = plugin_type, error = %error, "kernel work of a failed plugin call failed too");
+            Err(plugin_error)
+        }
     }
 }
 

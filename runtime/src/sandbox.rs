@@ -136,6 +136,13 @@ pub enum PluginError {
     },
     #[error("failed to open IPAM state directory {path}: {reason}")]
     StateDirectory { path: String, reason: String },
+    /// Kernel work the plugin requested that finished after its call
+    /// returned, such as a link deletion, failed.
+    #[error("plugin {plugin:?} succeeded, but the kernel work it requested failed: {source}")]
+    Kernel {
+        plugin: String,
+        source: cniwasm_host_api::kernel::KernelError,
+    },
 }
 
 impl PluginError {
@@ -160,6 +167,9 @@ impl PluginError {
             PluginError::StateDirectory { .. } => {
                 CniError::new(cniwasm_types::codes::IO_FAILURE, self.to_string())
             }
+            PluginError::Kernel { .. } => {
+                CniError::new(cniwasm_types::codes::INTERNAL, self.to_string())
+            }
         }
     }
 
@@ -167,7 +177,9 @@ impl PluginError {
     fn audit_outcome(&self) -> String {
         match self {
             PluginError::Cni { error, .. } => format!("cni-error:{}", error.code),
-            PluginError::Instantiate { .. } | PluginError::StateDirectory { .. } => "failed".into(),
+            PluginError::Instantiate { .. }
+            | PluginError::StateDirectory { .. }
+            | PluginError::Kernel { .. } => "failed".into(),
             PluginError::Trapped { .. } => "trap".into(),
             PluginError::DeadlineExceeded { .. } => "deadline".into(),
             PluginError::MemoryExceeded { .. } => "memory".into(),

@@ -106,7 +106,9 @@ pub trait Netlink {
         settings: &LinkSettings,
     ) -> Result<LinkInfo, KernelError>;
 
-    /// Deletes a link; returns false when it did not exist.
+    /// Deletes a link; returns false when it did not exist. The deletion may
+    /// still be running when this returns: [`Netlink::settle`] waits for it
+    /// and reports its failure, and every other method waits for it first.
     fn delete_link(&mut self, ns: Namespace, name: &str) -> Result<bool, KernelError>;
 
     /// Adds an address; an address the link has already is not an error.
@@ -141,6 +143,12 @@ pub trait Netlink {
     /// Tells whether the container namespace is available (a path was given
     /// and it opened).
     fn has_container(&self) -> bool;
+
+    /// Waits for work still running in the background, such as a link
+    /// deletion, and returns the first failure not reported yet.
+    fn settle(&mut self) -> Result<(), KernelError> {
+        Ok(())
+    }
 }
 
 /// Kernel parameters under /proc/sys/net.

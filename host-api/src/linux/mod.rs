@@ -142,4 +142,8 @@ impl Netlink for SharedNetlink {
     fn has_container(&self) -> bool {
         self.lock().has_container()
     }
+
+    fn settle(&mut self) -> Result<(), KernelError> {
+        self.lock().settle()
+    }
 }

@@ -1,5 +1,6 @@
 //! [`Netlink`] over rtnetlink, with one connection per network namespace.
 
+mod background;
 mod links;
 mod routes;
 
@@ -57,6 +58,7 @@ pub struct LinuxNetlink {
     namespaces: Arc<NetnsHandles>,
     host: Connection,
     container: Option<Connection>,
+    background: background::BackgroundDeletes,
 }
 
 impl LinuxNetlink {
@@ -92,6 +94,7 @@ impl LinuxNetlink {
             namespaces,
             host,
             container,
+            background: Default::default(),
         })
     }
 
@@ -143,6 +146,7 @@ fn connect(
 
 impl Netlink for LinuxNetlink {
     fn ensure_bridge(&mut self, spec: &BridgeSpec) -> Result<LinkInfo, KernelError> {
+        self.background.wait();
         let operation = format!("create bridge {}", spec.name);
         let conn = &self.host;
 
@@ -194,6 +198,7 @@ impl Netlink for LinuxNetlink {
     }
 
     fn create_veth(&mut self, spec: &VethSpec) -> Result<(LinkInfo, LinkInfo), KernelError> {
+        self.background.wait();
         let operation = format!(
             "create veth {} with peer {} placed in the container",
             spec.host_name, spec.container_name
@@ -229,6 +234,7 @@ impl Netlink for LinuxNetlink {
     }
 
     fn get_link(&mut self, ns: Namespace, name: &str) -> Result<Option<LinkInfo>, KernelError> {
+        self.background.wait();
         let conn = self.connection(ns, &format!("get link {name}"))?;
         self.runtime.block_on(links::read_link(conn, name))
     }
@@ -239,6 +245,7 @@ impl Netlink for LinuxNetlink {
         name: &str,
         settings: &LinkSettings,
     ) -> Result<LinkInfo, KernelError> {
+        self.background.wait();
         let operation = format!("configure link {name}");
         let conn = self.connection(ns, &operation)?;
 
@@ -267,21 +274,20 @@ impl Netlink for LinuxNetlink {
         })
     }
 
+    /// Finds the link and leaves its deletion to a background thread;
+    /// [`Netlink::settle`] and every other method wait for it.
     fn delete_link(&mut self, ns: Namespace, name: &str) -> Result<bool, KernelError> {
+        self.background.wait();
         let operation = format!("delete link {name}");
         let conn = self.connection(ns, &operation)?;
 
-        self.runtime.block_on(async {
-            let Some(link) = links::find_link(conn, name).await? else {
-                return Ok(false);
-            };
-            match conn.handle.link().del(link.header.index).execute().await {
-                Ok(()) => Ok(true),
-                // Deleted meanwhile, for example with its veth peer.
-                Err(err) if errno(&err) == Some(libc::ENODEV) => Ok(false),
-                Err(err) => Err(conn.error(operation, err)),
-            }
-        })
+        let Some(link) = self.runtime.block_on(links::find_link(conn, name))? else {
+            return Ok(false);
+        };
+        let index = link.header.index;
+        self.background
+            .start(self.namespaces.clone(), ns, index, operation)?;
+        Ok(true)
     }
 
     fn add_address(
@@ -290,6 +296,7 @@ impl Netlink for LinuxNetlink {
         link: &str,
         address: IpNet,
     ) -> Result<(), KernelError> {
+        self.background.wait();
         let operation = format!("add address {address} to {link}");
         let conn = self.connection(ns, &operation)?;
         let index = self.link_index(conn, link, &operation)?;
@@ -313,6 +320,7 @@ impl Netlink for LinuxNetlink {
         link: &str,
         address: IpNet,
     ) -> Result<(), KernelError> {
+        self.background.wait();
         let operation = format!("delete address {address} from {link}");
         let conn = self.connection(ns, &operation)?;
 
@@ -331,6 +339,7 @@ impl Netlink for LinuxNetlink {
     }
 
     fn list_addresses(&mut self, ns: Namespace, link: &str) -> Result<Vec<IpNet>, KernelError> {
+        self.background.wait();
         let operation = format!("list addresses of {link}");
         let conn = self.connection(ns, &operation)?;
         let index = self.link_index(conn, link, &operation)?;
@@ -339,6 +348,7 @@ impl Netlink for LinuxNetlink {
     }
 
     fn add_route(&mut self, ns: Namespace, route: &RouteSpec) -> Result<(), KernelError> {
+        self.background.wait();
         let operation = format!("add route {}", describe_route(route));
         let conn = self.connection(ns, &operation)?;
         let device_index = match &route.device {
@@ -371,6 +381,7 @@ impl Netlink for LinuxNetlink {
     }
 
     fn delete_route(&mut self, ns: Namespace, route: &RouteSpec) -> Result<(), KernelError> {
+        self.background.wait();
         let operation = format!("delete route {}", describe_route(route));
         let conn = self.connection(ns, &operation)?;
         let device_index = match &route.device {
@@ -388,6 +399,7 @@ impl Netlink for LinuxNetlink {
     }
 
     fn list_routes(&mut self, ns: Namespace, link: &str) -> Result<Vec<RouteSpec>, KernelError> {
+        self.background.wait();
         let operation = format!("list routes of {link}");
         let conn = self.connection(ns, &operation)?;
         let index = self.link_index(conn, link, &operation)?;
@@ -396,6 +408,7 @@ impl Netlink for LinuxNetlink {
     }
 
     fn route_device(&mut self, destination: IpAddr) -> Result<Option<String>, KernelError> {
+        self.background.wait();
         let operation = format!("get route to {destination}");
         let conn = &self.host;
 
@@ -415,6 +428,10 @@ impl Netlink for LinuxNetlink {
                 None => Ok(None),
             }
         })
+    }
+
+    fn settle(&mut self) -> Result<(), KernelError> {
+        self.background.settle()
     }
 
     fn has_container(&self) -> bool {
