@@ -188,6 +188,7 @@ mod tests {
             promisc_mode: false,
             force_address: false,
             mac: None,
+            disable_container_interface: false,
         }
     }
 

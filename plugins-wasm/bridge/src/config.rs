@@ -25,6 +25,8 @@ pub struct BridgeConfig {
     /// MAC for the container end, from `runtimeConfig.mac`, `args.cni.mac` or
     /// `CNI_ARGS` `MAC`, in that order of precedence.
     pub mac: Option<String>,
+    /// Whether the container end stays down, which is valid only without IPAM.
+    pub disable_container_interface: bool,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +53,16 @@ struct RawConfig {
     vlan_trunk: Vec<Value>,
     #[serde(default)]
     macspoofchk: bool,
+    #[serde(default)]
+    disable_container_interface: bool,
+    #[serde(default)]
+    port_isolation: bool,
+    /// Only changes what happens to VLAN entries when `vlan` or `vlanTrunk`
+    /// is set, and both are rejected, so any value has no effect here, as in
+    /// the reference plugin without VLANs. Read only to check its type.
+    #[serde(default, rename = "preserveDefaultVlan")]
+    _preserve_default_vlan: bool,
+    ip_masq_backend: Option<String>,
 }
 
 impl BridgeConfig {
@@ -78,6 +90,13 @@ impl BridgeConfig {
                 "macspoofchk true is not supported by this bridge plugin: remove it",
             ));
         }
+        // The host API's link settings have no bridge-port isolated flag.
+        if raw.port_isolation {
+            return Err(unsupported(
+                "portIsolation true is not supported by this bridge plugin, which cannot set a bridge port's isolated flag: remove it, or isolate containers with a firewall plugin",
+            ));
+        }
+        check_masquerade_backend(raw.ip_masq_backend.as_deref())?;
 
         let name = raw.bridge.filter(|name| !name.is_empty());
         Ok(Self {
@@ -90,7 +109,40 @@ impl BridgeConfig {
             promisc_mode: raw.promisc_mode,
             force_address: raw.force_address,
             mac: requested_mac(config, inv),
+            disable_container_interface: raw.disable_container_interface,
         })
+    }
+
+    /// Rejects what only ADD cares about, so that DEL and CHECK still run
+    /// on a configuration that ADD refuses.
+    pub fn validate_for_add(&self, config: &PluginConfig) -> Result<(), CniError> {
+        if let Some(ipam) = config
+            .ipam_type()
+            .filter(|_| self.disable_container_interface)
+        {
+            return Err(CniError::new(
+                codes::INVALID_NETWORK_CONFIG,
+                format!(
+                    "disableContainerInterface true leaves the container interface down, so IPAM {ipam:?} cannot configure it: remove ipam or disableContainerInterface"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Accepts `ipMasqBackend` absent or `iptables`, the only masquerade the
+/// host builds.
+fn check_masquerade_backend(backend: Option<&str>) -> Result<(), CniError> {
+    match backend {
+        None | Some("iptables") => Ok(()),
+        Some("nftables") => Err(unsupported(
+            "ipMasqBackend \"nftables\" is not supported by this bridge plugin, whose host masquerades with iptables only: remove ipMasqBackend or set it to \"iptables\"",
+        )),
+        Some(other) => Err(CniError::new(
+            codes::INVALID_NETWORK_CONFIG,
+            format!("invalid ipMasqBackend {other:?}: use \"iptables\" or remove the key"),
+        )),
     }
 }
 
@@ -135,6 +187,8 @@ mod tests {
         assert!(!config.is_gateway);
         assert_eq!(config.mtu, None);
         assert_eq!(config.mac, None);
+        assert!(!config.force_address);
+        assert!(!config.disable_container_interface);
     }
 
     #[test]
@@ -167,6 +221,63 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(error.code, 2);
+    }
+
+    /// Parses a 1.0.0 configuration with `keys` and no CNI_ARGS.
+    fn with_keys(keys: Value) -> Result<BridgeConfig, CniError> {
+        let mut value = json!({"cniVersion": "1.0.0", "name": "n"});
+        for (key, option) in keys.as_object().unwrap() {
+            value[key] = option.clone();
+        }
+        parse(value, &Invocation::default())
+    }
+
+    #[test]
+    fn port_isolation_rejected_as_unsupported() {
+        let error = with_keys(json!({"portIsolation": true})).unwrap_err();
+        assert_eq!(error.code, 2);
+        assert!(error.msg.contains("portIsolation"), "{}", error.msg);
+
+        assert!(with_keys(json!({"portIsolation": false})).is_ok());
+    }
+
+    #[test]
+    fn masquerade_backend_values() {
+        let with = |backend: &str| with_keys(json!({"ipMasq": true, "ipMasqBackend": backend}));
+        assert!(with("iptables").is_ok());
+
+        let nftables = with("nftables").unwrap_err();
+        assert_eq!(nftables.code, 2);
+        assert!(nftables.msg.contains("ipMasqBackend"), "{}", nftables.msg);
+
+        assert_eq!(with("ebtables").unwrap_err().code, 7);
+    }
+
+    #[test]
+    fn preserve_default_vlan_has_no_effect() {
+        let config = with_keys(json!({"preserveDefaultVlan": true})).unwrap();
+        assert_eq!(config, with_keys(json!({})).unwrap());
+
+        let with_vlan = with_keys(json!({"vlan": 5, "preserveDefaultVlan": false}));
+        assert_eq!(with_vlan.unwrap_err().code, 2);
+    }
+
+    #[test]
+    fn disabled_interface_rejects_ipam() {
+        let value = json!({"cniVersion": "1.0.0", "name": "n", "disableContainerInterface": true,
+            "ipam": {"type": "host-local"}});
+        let versions = vec!["1.0.0".to_string()];
+        let config = PluginConfig::parse(&value.to_string(), &versions).unwrap();
+        let options = BridgeConfig::parse(&config, &Invocation::default()).unwrap();
+        let error = options.validate_for_add(&config).unwrap_err();
+        assert_eq!(error.code, 7);
+        assert!(error.msg.contains("host-local"), "{}", error.msg);
+
+        let layer2 = json!({"cniVersion": "1.0.0", "name": "n", "disableContainerInterface": true});
+        let config = PluginConfig::parse(&layer2.to_string(), &versions).unwrap();
+        let options = BridgeConfig::parse(&config, &Invocation::default()).unwrap();
+        assert!(options.disable_container_interface);
+        assert!(options.validate_for_add(&config).is_ok());
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub struct Bridge;
 impl Plugin for Bridge {
     fn add(inv: &Invocation, config: &PluginConfig) -> Result<AddOutput, CniError> {
         let options = BridgeConfig::parse(config, inv)?;
+        options.validate_for_add(config)?;
         let bridge = ensure_bridge(&options)?;
 
         let pair = link::create_veth(&VethSpec {
@@ -172,14 +173,18 @@ impl Attachment<'_> {
             interfaces: self.interfaces(),
             ..Default::default()
         };
+        let enabled = !self.options.disable_container_interface;
         if self.config.ipam_type().is_some() {
             self.configure_addresses(&mut result, undo)?;
-        } else {
+        } else if enabled {
             // Layer 2 only: no addresses, no routes.
             set_link_up(Netns::Container, &self.inv.ifname)?;
         }
 
-        wait_for_port_up(&self.pair.host.name)?;
+        // A port whose peer stays down never becomes operational.
+        if enabled {
+            wait_for_port_up(&self.pair.host.name)?;
+        }
         self.refresh_macs(&mut result);
         if !self.config.dns.is_empty() {
             result.dns = self.config.dns.clone();
@@ -269,20 +274,14 @@ impl Attachment<'_> {
         Ok(())
     }
 
-    /// Sets the bridge's MAC to its current value, so the kernel stops
-    /// changing it as ports come and go.
+    /// Sets the bridge's MAC to the value it had before the host veth
+    /// joined, as the reference plugin does. Without that, the kernel gives
+    /// the bridge the lowest MAC of its ports, which changes as ports come
+    /// and go and would equal this container's host veth.
     fn pin_bridge_mac(&self) -> Result<(), CniError> {
         let name = &self.options.bridge;
-        let current =
-            link::get(Netns::Host, name).context(&format!("failed to read bridge {name:?}"))?;
-        let Some(current) = current else {
-            return Err(CniError::new(
-                codes::INTERNAL,
-                format!("bridge {name:?} disappeared while configuring it"),
-            ));
-        };
         let mut settings = empty_settings();
-        settings.mac = Some(current.mac);
+        settings.mac = Some(self.bridge.mac.clone());
         link::configure(Netns::Host, name, &settings)
             .context(&format!("failed to set the MAC address of bridge {name:?}"))?;
         Ok(())

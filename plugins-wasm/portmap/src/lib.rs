@@ -90,6 +90,12 @@ struct RawOptions {
     snat: Option<bool>,
     masq_all: Option<bool>,
     mark_masq_bit: Option<i64>,
+    backend: Option<String>,
+    external_set_mark_chain: Option<String>,
+    #[serde(default, rename = "conditionsV4")]
+    conditions_v4: Vec<String>,
+    #[serde(default, rename = "conditionsV6")]
+    conditions_v6: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +114,7 @@ impl PortmapConfig {
     /// (default 13, 0 to 31) and the mappings. Errors carry code 7.
     pub fn parse(config: &PluginConfig) -> Result<Self, CniError> {
         let raw: RawOptions = config.options()?;
+        raw.reject_unsupported()?;
         let mark_bit = raw.mark_masq_bit.unwrap_or(13);
         if !(0..=31).contains(&mark_bit) {
             return Err(invalid(format!(
@@ -126,6 +133,57 @@ impl PortmapConfig {
             mark_bit: mark_bit as u8,
         })
     }
+}
+
+impl RawOptions {
+    /// Rejects keys of the reference plugin whose effect the host cannot
+    /// produce: it builds iptables rules only, with its own mark chain and
+    /// no extra match conditions. Ignoring them would forward other traffic
+    /// than the operator asked for.
+    fn reject_unsupported(&self) -> Result<(), CniError> {
+        let external_chain = self
+            .external_set_mark_chain
+            .as_deref()
+            .filter(|chain| !chain.is_empty());
+        if let (Some(chain), Some(bit)) = (external_chain, self.mark_masq_bit) {
+            return Err(invalid(format!(
+                "externalSetMarkChain {chain:?} and markMasqBit {bit} exclude each other: remove one"
+            )));
+        }
+        if let Some(chain) = external_chain {
+            return Err(unsupported(format!(
+                "externalSetMarkChain {chain:?} is not supported by this portmap plugin, which marks with its own CNI-HOSTPORT-SETMARK chain: remove it, and set markMasqBit if the mark must match another bit"
+            )));
+        }
+        match self.backend.as_deref() {
+            None | Some("iptables") => {}
+            Some("nftables") => {
+                return Err(unsupported(
+                    "backend \"nftables\" is not supported by this portmap plugin, whose host builds iptables rules only: remove backend or set it to \"iptables\"",
+                ));
+            }
+            Some(other) => {
+                return Err(invalid(format!(
+                    "invalid backend {other:?}: use \"iptables\" or remove the key"
+                )));
+            }
+        }
+        for (key, conditions) in [
+            ("conditionsV4", &self.conditions_v4),
+            ("conditionsV6", &self.conditions_v6),
+        ] {
+            if !conditions.is_empty() {
+                return Err(unsupported(format!(
+                    "{key} {conditions:?} is not supported by this portmap plugin, which cannot add match conditions to its rules: remove {key}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unsupported(message: impl Into<String>) -> CniError {
+    CniError::new(codes::UNSUPPORTED_FIELD, message)
 }
 
 fn parse_mappings(value: &Value) -> Result<Vec<Mapping>, CniError> {
@@ -382,6 +440,45 @@ mod tests {
                 "name": "n", "markMasqBit": bit})));
             assert_eq!(parsed.is_ok(), ok, "bit {bit}");
         }
+    }
+
+    #[test]
+    fn unimplemented_keys_rejected() {
+        let cases = [
+            (json!({"backend": "nftables"}), 2, "backend"),
+            (json!({"backend": "pf"}), 7, "backend"),
+            (
+                json!({"externalSetMarkChain": "KUBE-MARK-MASQ"}),
+                2,
+                "externalSetMarkChain",
+            ),
+            (
+                json!({"externalSetMarkChain": "X", "markMasqBit": 5}),
+                7,
+                "markMasqBit",
+            ),
+            (
+                json!({"conditionsV4": ["-s", "1.2.3.4"]}),
+                2,
+                "conditionsV4",
+            ),
+            (
+                json!({"conditionsV6": ["!", "-s", "::1"]}),
+                2,
+                "conditionsV6",
+            ),
+        ];
+        for (mut value, code, key) in cases {
+            value["cniVersion"] = json!("1.0.0");
+            value["name"] = json!("n");
+            let error = PortmapConfig::parse(&config(value.clone())).unwrap_err();
+            assert_eq!(error.code, code, "{value}");
+            assert!(error.msg.contains(key), "{value}: {}", error.msg);
+        }
+
+        let accepted = json!({"cniVersion": "1.0.0", "name": "n", "backend": "iptables",
+            "externalSetMarkChain": "", "conditionsV4": []});
+        assert!(PortmapConfig::parse(&config(accepted)).is_ok());
     }
 
     #[test]
