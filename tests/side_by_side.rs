@@ -31,13 +31,14 @@ fn compare(cni_version: &str) {
     let text = std::fs::read_to_string(repo_root().join("examples/mynet.conflist")).unwrap();
     let mut list: Value = serde_json::from_str(&text).unwrap();
     list["cniVersion"] = json!(cni_version);
-    compare_list(list, CAP_ARGS);
+    compare_list(list, CAP_ARGS, ReferenceDel::Succeeds);
 }
 
 /// Runs `list` (named `mynet`) with `cap_args` through cniwasm and the
-/// reference plugins, and compares results, NAT rules of both families and
-/// container routes.
-fn compare_list(list: Value, cap_args: &str) {
+/// reference plugins, and compares results, NAT rules and container routes
+/// of both families, and the bridge's and container's global addresses.
+/// After DEL, no rule of the container may be left in cniwasm's namespace.
+fn compare_list(list: Value, cap_args: &str, reference_del: ReferenceDel) {
     let cni_version = list["cniVersion"].as_str().unwrap().to_string();
     let capability_args: Map<String, Value> = serde_json::from_str(cap_args).unwrap();
 
@@ -75,29 +76,86 @@ fn compare_list(list: Value, cap_args: &str) {
         normalize(&their_result),
         "results differ for {cni_version}"
     );
-    assert_eq!(
-        ours.host.nat_rules(),
-        theirs.host.nat_rules(),
-        "NAT rules differ for {cni_version}"
-    );
-    assert_eq!(
-        our_container.ip_json(&["route", "show"]),
-        their_container.ip_json(&["route", "show"]),
-        "container routes differ for {cni_version}"
+    assert_same_kernel_state(
+        [&ours.host, &our_container],
+        [&theirs.host, &their_container],
+        &cni_version,
     );
 
     ours.cniwasm(&["del", "mynet", &our_netns], &[("CAP_ARGS", cap_args)])
         .assert_success();
-    reference.del(Some(&their_result)).expect("reference DEL");
+    for rules in [ours.host.nat_rules(), ours.host.nat6_rules()] {
+        assert!(
+            !rules.iter().any(|rule| rule.contains(&id)),
+            "rules of {id} left after DEL: {rules:#?}"
+        );
+    }
+    let their_del = reference.del(Some(&their_result));
+    if reference_del == ReferenceDel::FailsOnSecondAddress {
+        let error = their_del.expect_err("the reference DEL now succeeds: compare its state");
+        assert!(error.contains("CHAIN_DEL failed"), "{error}");
+        return;
+    }
+    their_del.expect("reference DEL");
     assert_eq!(
         ours.host.nat_rules(),
         theirs.host.nat_rules(),
         "NAT rules after DEL differ for {cni_version}"
     );
     assert_eq!(
+        ours.host.nat6_rules(),
+        theirs.host.nat6_rules(),
+        "IPv6 NAT rules after DEL differ for {cni_version}"
+    );
+    assert_eq!(
         ours.host.link_names().len(),
         theirs.host.link_names().len(),
         "host links after DEL differ"
+    );
+}
+
+/// How the reference plugins' DEL ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReferenceDel {
+    Succeeds,
+    /// The reference bridge (1.1.1) removes its masquerade chain once per
+    /// address, and fails on a family's second address: that address's
+    /// POSTROUTING jump still uses the chain (`CHAIN_DEL failed`).
+    FailsOnSecondAddress,
+}
+
+/// Compares the kernel state that ADD leaves in (host, container) pairs:
+/// NAT rules of both families, container routes of both families, and the
+/// global addresses of the bridge and of the container interface.
+fn assert_same_kernel_state(ours: [&Netns; 2], theirs: [&Netns; 2], cni_version: &str) {
+    let [our_host, our_container] = ours;
+    let [their_host, their_container] = theirs;
+    assert_eq!(
+        our_host.nat_rules(),
+        their_host.nat_rules(),
+        "NAT rules differ for {cni_version}"
+    );
+    assert_eq!(
+        our_host.nat6_rules(),
+        their_host.nat6_rules(),
+        "IPv6 NAT rules differ for {cni_version}"
+    );
+    for family in ["-4", "-6"] {
+        assert_eq!(
+            our_container.ip_json(&[family, "route", "show"]),
+            their_container.ip_json(&[family, "route", "show"]),
+            "container routes ({family}) differ for {cni_version}"
+        );
+    }
+    assert_eq!(
+        our_host.global_addresses("mynet"),
+        their_host.global_addresses("mynet"),
+        "bridge addresses differ for {cni_version}"
+    );
+    assert_eq!(
+        our_container.global_addresses("eth0"),
+        their_container.global_addresses("eth0"),
+        "container addresses differ for {cni_version}"
     );
 }
 
@@ -129,24 +187,60 @@ fn seed_matches_reference_1_0_0() {
     }
 }
 
-#[test]
-fn dual_stack_matches_reference() {
-    if !require_root() {
-        return;
+/// Runs a 1.0.0 list of bridge `mynet` with ipMasq and isGateway, host-local
+/// with one range set per subnet and a default route per family, and
+/// portmap mapping `host_port` to port 80; compares it with the reference.
+fn compare_ranges(subnets: &[&str], host_port: u16, reference_del: ReferenceDel) {
+    let ranges: Vec<Value> = subnets
+        .iter()
+        .map(|subnet| json!([{"subnet": subnet}]))
+        .collect();
+    let mut routes = Vec::new();
+    if subnets.iter().any(|subnet| !subnet.contains(':')) {
+        routes.push(json!({"dst": "0.0.0.0/0"}));
+    }
+    if subnets.iter().any(|subnet| subnet.contains(':')) {
+        routes.push(json!({"dst": "::/0"}));
     }
     let list = json!({
         "cniVersion": "1.0.0",
         "name": "mynet",
         "plugins": [
             {"type": "bridge", "bridge": "mynet", "isGateway": true, "ipMasq": true,
-             "ipam": {"type": "host-local",
-                      "ranges": [[{"subnet": "10.244.80.0/24"}], [{"subnet": "fd00:80::/64"}]],
-                      "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}},
+             "ipam": {"type": "host-local", "ranges": ranges, "routes": routes}},
             {"type": "portmap", "capabilities": {"portMappings": true}}
         ]
     });
-    compare_list(
-        list,
-        r#"{"portMappings":[{"hostPort":9092,"containerPort":80,"protocol":"tcp"}]}"#,
-    );
+    let cap_args =
+        json!({"portMappings": [{"hostPort": host_port, "containerPort": 80, "protocol": "tcp"}]});
+    compare_list(list, &cap_args.to_string(), reference_del);
+}
+
+#[test]
+fn dual_stack_matches_reference() {
+    if require_root() {
+        compare_ranges(
+            &["10.244.80.0/24", "fd00:80::/64"],
+            9092,
+            ReferenceDel::Succeeds,
+        );
+    }
+}
+
+#[test]
+fn ipv6_only_matches_reference() {
+    if require_root() {
+        compare_ranges(&["fd00:81::/64"], 9093, ReferenceDel::Succeeds);
+    }
+}
+
+#[test]
+fn two_v6_ranges_match_reference() {
+    if require_root() {
+        compare_ranges(
+            &["10.244.82.0/24", "fd00:82::/64", "fd00:83::/64"],
+            9094,
+            ReferenceDel::FailsOnSecondAddress,
+        );
+    }
 }

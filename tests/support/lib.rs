@@ -130,6 +130,27 @@ impl Netns {
             .collect()
     }
 
+    /// Returns the global addresses of link `dev` in both families, sorted,
+    /// as `address/prefix`.
+    pub fn global_addresses(&self, dev: &str) -> Vec<String> {
+        let links = self.ip_json(&["addr", "show", "dev", dev]);
+        let mut addresses: Vec<String> = links[0]["addr_info"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|address| address["scope"] == "global")
+            .map(|address| {
+                format!(
+                    "{}/{}",
+                    address["local"].as_str().unwrap_or("?"),
+                    address["prefixlen"]
+                )
+            })
+            .collect();
+        addresses.sort();
+        addresses
+    }
+
     /// `iptables-save -t nat` inside the namespace, without comments and counters.
     pub fn nat_rules(&self) -> Vec<String> {
         self.exec_ok(&["iptables-save", "-t", "nat"])

@@ -26,7 +26,7 @@ pub struct ReferenceRun<'a> {
     /// Directory of plugin executables; [`REFERENCE_PLUGIN_DIR`] for the
     /// reference plugins.
     pub plugin_dir: &'a str,
-    /// Extra environment for every plugin process.
+    /// Extra environment for every plugin process; it may set `CNI_ARGS`.
     pub extra_env: &'a [(&'a str, &'a str)],
 }
 
@@ -87,12 +87,13 @@ impl ReferenceRun<'_> {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.host.name])
             .arg(format!("{}/{plugin_type}", self.plugin_dir))
+            // CNI_ARGS first, so that `extra_env` can set it.
+            .env("CNI_ARGS", "")
             .envs(self.extra_env.iter().copied())
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", self.container_id)
             .env("CNI_NETNS", self.netns_path)
             .env("CNI_IFNAME", self.ifname)
-            .env("CNI_ARGS", "")
             .env("CNI_PATH", self.plugin_dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
