@@ -168,6 +168,13 @@ impl SideBySide {
         if reference_list["plugins"][0]["ipam"]["type"] == "host-local" {
             reference_list["plugins"][0]["ipam"]["dataDir"] = json!(theirs.ipam_dir());
         }
+        // The reference tuning saves the values it changes under its dataDir,
+        // /run/cni/tuning by default; keep them in the scenario's directory.
+        for plugin in reference_list["plugins"].as_array_mut().unwrap() {
+            if plugin["type"] == "tuning" {
+                plugin["dataDir"] = json!(theirs.cache_dir().join("tuning"));
+            }
+        }
         let id = container_id(&our_netns);
         let capability_args: Map<String, Value> = serde_json::from_str(cap_args).unwrap();
 
@@ -524,53 +531,76 @@ fn bridge_tuning_matches_reference() {
     pair.del_and_assert_clean();
 }
 
-/// Runs ADD of a list whose tuning entry sets `key`, which the host API
-/// cannot apply, and checks the error and that nothing is left behind.
-fn assert_tuning_rejects(key: &str, value: Value) {
-    let scenario = Scenario::new();
-    let mut tuning = json!({"type": "tuning", "mtu": 1400});
-    tuning[key] = value;
-    scenario.write_config("10-more.conflist", &tuning_list(tuning).to_string());
-    let container = Netns::create("cwc");
-    let netns = container.path().to_str().unwrap().to_string();
-
-    let output = scenario.cniwasm(&["add", NETWORK, &netns], &[]);
-    assert!(!output.status.success(), "ADD with {key} succeeded");
-    let error = output.json();
-    assert_eq!(error["code"], 2, "error for {key}: {error}");
-    let message = error["msg"].as_str().unwrap_or_default();
-    assert!(message.contains("unsupported field"), "{message}");
-    assert!(message.contains(&format!("\"{key}\"")), "{message}");
-
-    assert_eq!(
-        container.link_names(),
-        ["lo"],
-        "container links after {key}"
-    );
-    assert!(
-        scenario.reservations(NETWORK).is_empty(),
-        "reservations after {key}: {:?}",
-        scenario.reservations(NETWORK)
-    );
-    let chain = nat_chain(&container_id(&netns));
-    let leftovers: Vec<String> = nat_rules(&scenario.host)
-        .into_iter()
-        .filter(|rule| rule.contains(&chain))
-        .collect();
-    assert!(leftovers.is_empty(), "NAT rules after {key}: {leftovers:?}");
-    assert!(scenario.cache_files().is_empty(), "cache after {key}");
+/// Returns the attributes of `ip -j -d link show eth0` that tuning changes.
+fn tuned_attributes(netns: &Netns) -> Value {
+    let link = netns.ip_json(&["-d", "link", "show", "eth0"])[0].clone();
+    let keys = [
+        "flags",
+        "mtu",
+        "txqlen",
+        "address",
+        "promiscuity",
+        "allmulti",
+    ];
+    keys.iter()
+        .map(|key| (key.to_string(), link[key].clone()))
+        .collect()
 }
 
 #[test]
-fn tuning_rejects_allmulti() {
-    if require_root() {
-        assert_tuning_rejects("allmulti", json!(true));
+fn tuning_allmulti_txqlen_match_reference() {
+    if !require_root() {
+        return;
     }
+    let list = tuning_list(json!({
+        "type": "tuning",
+        "mac": TUNED_MAC,
+        "mtu": 1400,
+        "promisc": true,
+        "allmulti": true,
+        "txQLen": 2000
+    }));
+    let pair = SideBySide::add(list, "{}");
+
+    // NOTE: the reference tuning 1.1.1 has no txQLen key and ignores it, and
+    // the reference bridge creates its veths with queue length 0, so only
+    // cniwasm's queue length is checked.
+    let mut ours = tuned_attributes(&pair.our_container);
+    let mut theirs = tuned_attributes(&pair.their_container);
+    assert_eq!(ours["txqlen"], 2000, "{ours}");
+    ours["txqlen"].take();
+    theirs["txqlen"].take();
+    assert_eq!(ours, theirs);
+    let flags = ours["flags"].as_array().unwrap();
+    assert!(flags.contains(&json!("ALLMULTI")), "{ours}");
+    assert!(flags.contains(&json!("PROMISC")), "{ours}");
+    assert_eq!(ours["allmulti"], 1);
+    assert_eq!(ours["address"], TUNED_MAC);
+    pair.assert_same_state(true);
+
+    pair.check();
+    pair.del_and_assert_clean();
 }
 
+/// CHECK must fail once the container's link differs from what tuning set.
 #[test]
-fn tuning_rejects_tx_queue_len() {
-    if require_root() {
-        assert_tuning_rejects("txQLen", json!(2000));
+fn tuning_check_sees_txqlen() {
+    if !require_root() {
+        return;
     }
+    let list = tuning_list(json!({"type": "tuning", "allmulti": true, "txQLen": 2000}));
+    let pair = SideBySide::add(list, "{}");
+    pair.check();
+
+    pair.our_container
+        .exec_ok(&["ip", "link", "set", "dev", "eth0", "txqueuelen", "1500"]);
+    let output = pair.ours.cniwasm(&["check", NETWORK, &pair.our_netns], &[]);
+    assert!(!output.status.success(), "CHECK passed with txqlen 1500");
+    let message = output.json()["msg"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains("txQLen 2000"), "{message}");
+
+    pair.del_and_assert_clean();
 }

@@ -169,6 +169,7 @@ struct RawLinkRules {
     #[serde(default)]
     bridges: Vec<String>,
     mtu: Option<RawRange>,
+    tx_queue_len: Option<RawRange>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -493,6 +494,8 @@ pub enum Request<'a> {
         side: Side,
         name: &'a str,
         mtu: Option<u32>,
+        /// Transmit queue length in packets.
+        tx_queue_len: Option<u32>,
     },
     GetLink {
         side: Side,
@@ -654,12 +657,32 @@ mod tests {
     }
 
     #[test]
+    fn tx_queue_len_range_checked() {
+        let text = r#"{"defaults": {"links": {"containerNames": ["eth*"],
+            "txQueueLen": {"min": 100, "max": 5000}}}}"#;
+        let policy = Policy::from_json(text).unwrap();
+        let tuning = policy.for_plugin("tuning");
+        let request = |length| Request::ConfigureLink {
+            side: Side::Container,
+            name: "eth0",
+            mtu: None,
+            tx_queue_len: Some(length),
+        };
+        assert_eq!(tuning.check(&request(2000)).verdict, Verdict::Allow);
+        let denied = tuning.check(&request(100_000));
+        assert_eq!(denied.verdict, Verdict::Deny);
+        assert_eq!(denied.rule, "links.txQueueLen");
+        assert!(denied.reason.contains("100000"), "{}", denied.reason);
+    }
+
+    #[test]
     fn host_names_checked() {
         let bridge = policy().for_plugin("bridge").clone();
         let veth = Request::ConfigureLink {
             side: Side::Host,
             name: "veth1234abcd",
             mtu: None,
+            tx_queue_len: None,
         };
         assert_eq!(bridge.check(&veth).verdict, Verdict::Allow);
         let other = Request::Address {
@@ -853,6 +876,10 @@ mod tests {
             (
                 r#"{"defaults": {"links": {"mtu": {"min": 9000, "max": 1500}}}}"#,
                 "defaults.links.mtu",
+            ),
+            (
+                r#"{"defaults": {"links": {"txQueueLen": {"min": 9000, "max": 1500}}}}"#,
+                "defaults.links.txQueueLen",
             ),
         ];
         for (text, field) in cases {

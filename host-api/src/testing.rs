@@ -436,6 +436,9 @@ impl Model {
             oper_state: "down".to_string(),
             master: None,
             promisc: false,
+            allmulti: false,
+            // The kernel's default for Ethernet-like links, in packets.
+            tx_queue_len: 1000,
         }
     }
 }
@@ -456,6 +459,12 @@ fn apply_settings(link: &mut LinkInfo, settings: &LinkSettings) {
     }
     if let Some(promisc) = settings.promisc {
         link.promisc = promisc;
+    }
+    if let Some(allmulti) = settings.allmulti {
+        link.allmulti = allmulti;
+    }
+    if let Some(length) = settings.tx_queue_len {
+        link.tx_queue_len = length;
     }
 }
 
@@ -1036,6 +1045,8 @@ mod tests {
                 oper_state: "up".into(),
                 master: None,
                 promisc: false,
+                allmulti: false,
+                tx_queue_len: 1000,
             };
             recorder.add_link(Namespace::Host, link);
         }

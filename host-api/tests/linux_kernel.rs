@@ -314,6 +314,44 @@ fn veth_port_master_up_hairpin() {
 }
 
 #[test]
+fn allmulti_and_tx_queue_len() {
+    privileged("allmulti_and_tx_queue_len", |container| {
+        let mut netlink = LinuxNetlink::open(Some(&container.path())).unwrap();
+        netlink.create_veth(&veth_spec("cwveth9")).unwrap();
+
+        let tuned = LinkSettings {
+            allmulti: Some(true),
+            tx_queue_len: Some(2345),
+            ..LinkSettings::default()
+        };
+        let info = netlink
+            .configure_link(Namespace::Container, "eth0", &tuned)
+            .unwrap();
+        assert!(info.allmulti);
+        assert_eq!(info.tx_queue_len, 2345);
+        let link = link_json(Some(container), "eth0");
+        assert!(has_flag(&link, "ALLMULTI"), "{link}");
+        assert_eq!(link["txqlen"], 2345);
+
+        let reverted = LinkSettings {
+            allmulti: Some(false),
+            tx_queue_len: Some(1000),
+            ..LinkSettings::default()
+        };
+        netlink
+            .configure_link(Namespace::Container, "eth0", &reverted)
+            .unwrap();
+        let info = netlink.get_link(Namespace::Container, "eth0").unwrap();
+        let info = info.expect("eth0 exists");
+        assert!(!info.allmulti);
+        assert_eq!(info.tx_queue_len, 1000);
+        let link = link_json(Some(container), "eth0");
+        assert!(!has_flag(&link, "ALLMULTI"), "{link}");
+        assert_eq!(link["txqlen"], 1000);
+    });
+}
+
+#[test]
 fn container_addresses_and_routes() {
     privileged("container_addresses_and_routes", |container| {
         let mut netlink = LinuxNetlink::open(Some(&container.path())).unwrap();

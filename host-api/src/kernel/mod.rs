@@ -44,6 +44,10 @@ pub struct LinkInfo {
     /// Name of the bridge this link is a port of, if any.
     pub master: Option<String>,
     pub promisc: bool,
+    /// IFF_ALLMULTI: the link receives all multicast frames.
+    pub allmulti: bool,
+    /// Transmit queue length in packets.
+    pub tx_queue_len: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +81,9 @@ pub struct LinkSettings {
     pub master: Option<String>,
     pub hairpin: Option<bool>,
     pub promisc: Option<bool>,
+    pub allmulti: Option<bool>,
+    /// Transmit queue length in packets.
+    pub tx_queue_len: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,6 +16,8 @@ impl From<kernel::LinkInfo> for link::LinkInfo {
             oper_state: info.oper_state,
             master: info.master,
             promisc: info.promisc,
+            allmulti: info.allmulti,
+            tx_queue_len: info.tx_queue_len,
         }
     }
 }
@@ -29,6 +31,8 @@ impl From<link::LinkSettings> for kernel::LinkSettings {
             master: settings.master,
             hairpin: settings.hairpin,
             promisc: settings.promisc,
+            allmulti: settings.allmulti,
+            tx_queue_len: settings.tx_queue_len,
         }
     }
 }

@@ -120,11 +120,13 @@ impl link::Host for HostContext {
         let call = Call {
             operation: "link.configure",
             arguments: json!({"netns": ns_name(ns), "name": name, "up": settings.up, "mtu": settings.mtu,
-                "mac": settings.mac, "master": settings.master, "hairpin": settings.hairpin, "promisc": settings.promisc}),
+                "mac": settings.mac, "master": settings.master, "hairpin": settings.hairpin, "promisc": settings.promisc,
+                "allmulti": settings.allmulti, "txQueueLen": settings.tx_queue_len}),
             requests: vec![Request::ConfigureLink {
                 side: side(ns),
                 name: &name,
                 mtu: settings.mtu,
+                tx_queue_len: settings.tx_queue_len,
             }],
         };
         let master = settings.master.clone();

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 
 use super::{
     Decision, Mode, PluginPolicy, PolicyError, PortRange, RawLinkRules, RawMasqueradeRules,
-    RawPortRules, RawSubnetRules, RawSysctlRules, Request, Side, field_error,
+    RawPortRules, RawRange, RawSubnetRules, RawSysctlRules, Request, Side, field_error,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +22,8 @@ pub struct LinkRules {
     pub bridges: Vec<Pattern>,
     /// Inclusive MTU range in bytes.
     pub mtu: Option<(u32, u32)>,
+    /// Inclusive transmit queue length range in packets.
+    pub tx_queue_len: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +91,15 @@ fn subnets(values: Vec<String>, field: &str) -> Result<Vec<IpNet>, PolicyError> 
         .collect()
 }
 
+/// Validates an inclusive `{"min", "max"}` range.
+fn range(raw: Option<RawRange>, field: &str) -> Result<Option<(u32, u32)>, PolicyError> {
+    match raw {
+        Some(range) if range.min > range.max => Err(field_error(field, "min is above max")),
+        Some(range) => Ok(Some((range.min, range.max))),
+        None => Ok(None),
+    }
+}
+
 /// Converts a dot-form sysctl key to slash form; slash-form keys pass unchanged.
 pub fn sysctl_slash_form(key: &str) -> String {
     if key.contains('/') {
@@ -104,13 +115,8 @@ impl LinkRules {
         mode: Mode,
         field: &str,
     ) -> Result<Self, PolicyError> {
-        let mtu = match raw.mtu {
-            Some(range) if range.min > range.max => {
-                return Err(field_error(&format!("{field}.mtu"), "min is above max"));
-            }
-            Some(range) => Some((range.min, range.max)),
-            None => None,
-        };
+        let mtu = range(raw.mtu, &format!("{field}.mtu"))?;
+        let tx_queue_len = range(raw.tx_queue_len, &format!("{field}.txQueueLen"))?;
         Ok(Self {
             mode: raw.mode.unwrap_or(mode),
             container_names: patterns(
@@ -124,17 +130,33 @@ impl LinkRules {
                 .transpose()?,
             bridges: patterns(raw.bridges, &format!("{field}.bridges"), str::to_string)?,
             mtu,
+            tx_queue_len,
         })
     }
 
     fn check_mtu(&self, mtu: Option<u32>) -> Option<Decision> {
-        let (min, max) = self.mtu?;
-        let mtu = mtu?;
-        (!(min..=max).contains(&mtu)).then(|| {
+        self.check_range(self.mtu, mtu, "links.mtu", "MTU")
+    }
+
+    fn check_tx_queue_len(&self, length: Option<u32>) -> Option<Decision> {
+        let quantity = "transmit queue length";
+        self.check_range(self.tx_queue_len, length, "links.txQueueLen", quantity)
+    }
+
+    fn check_range(
+        &self,
+        allowed: Option<(u32, u32)>,
+        value: Option<u32>,
+        rule: &str,
+        quantity: &str,
+    ) -> Option<Decision> {
+        let (min, max) = allowed?;
+        let value = value?;
+        (!(min..=max).contains(&value)).then(|| {
             Decision::violation(
                 self.mode,
-                "links.mtu",
-                format!("MTU {mtu} is outside the allowed range {min}-{max}"),
+                rule,
+                format!("{quantity} {value} is outside the allowed range {min}-{max}"),
             )
         })
     }
@@ -315,14 +337,21 @@ pub(super) fn check(policy: &PluginPolicy, request: &Request<'_>) -> Decision {
                 )
                 .or_else(|| rules.check_mtu(*mtu))
         }),
-        Request::ConfigureLink { side, name, mtu } => policy.links.as_ref().and_then(|rules| {
+        Request::ConfigureLink {
+            side,
+            name,
+            mtu,
+            tx_queue_len,
+        } => policy.links.as_ref().and_then(|rules| {
             let name_violation = match side {
                 Side::Container => {
                     rules.check_name(&rules.container_names, "links.containerNames", name)
                 }
                 Side::Host => rules.check_host_name(name),
             };
-            name_violation.or_else(|| rules.check_mtu(*mtu))
+            name_violation
+                .or_else(|| rules.check_mtu(*mtu))
+                .or_else(|| rules.check_tx_queue_len(*tx_queue_len))
         }),
         Request::DeleteLink {
             side: Side::Container,

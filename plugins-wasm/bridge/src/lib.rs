@@ -194,9 +194,11 @@ impl Attachment<'_> {
 
     fn attach_host_veth(&self) -> Result<(), CniError> {
         let host = &self.pair.host.name;
-        let mut settings = empty_settings();
-        settings.master = Some(self.options.bridge.clone());
-        settings.up = Some(true);
+        let settings = LinkSettings {
+            master: Some(self.options.bridge.clone()),
+            up: Some(true),
+            ..Default::default()
+        };
         link::configure(Netns::Host, host, &settings).context(&format!(
             "failed to connect {host:?} to bridge {:?}",
             self.options.bridge
@@ -204,8 +206,10 @@ impl Attachment<'_> {
 
         // Hairpin mode is a bridge-port flag, so it is set after enslaving.
         if self.options.hairpin_mode {
-            let mut hairpin = empty_settings();
-            hairpin.hairpin = Some(true);
+            let hairpin = LinkSettings {
+                hairpin: Some(true),
+                ..Default::default()
+            };
             link::configure(Netns::Host, host, &hairpin)
                 .context(&format!("failed to set hairpin mode on {host:?}"))?;
         }
@@ -280,8 +284,10 @@ impl Attachment<'_> {
     /// and go and would equal this container's host veth.
     fn pin_bridge_mac(&self) -> Result<(), CniError> {
         let name = &self.options.bridge;
-        let mut settings = empty_settings();
-        settings.mac = Some(self.bridge.mac.clone());
+        let settings = LinkSettings {
+            mac: Some(self.bridge.mac.clone()),
+            ..Default::default()
+        };
         link::configure(Netns::Host, name, &settings)
             .context(&format!("failed to set the MAC address of bridge {name:?}"))?;
         Ok(())
@@ -391,8 +397,10 @@ fn wait_for_port_up(name: &str) -> Result<(), CniError> {
 }
 
 fn set_link_up(ns: Netns, name: &str) -> Result<(), CniError> {
-    let mut settings = empty_settings();
-    settings.up = Some(true);
+    let settings = LinkSettings {
+        up: Some(true),
+        ..Default::default()
+    };
     link::configure(ns, name, &settings).context(&format!("failed to set {name:?} up"))?;
     Ok(())
 }
@@ -405,16 +413,5 @@ fn set_sysctl_best_effort(ns: Netns, key: &str, value: &str) {
             "ignoring failure to set {key}={value}: {}",
             describe_host_error(&error)
         ));
-    }
-}
-
-fn empty_settings() -> LinkSettings {
-    LinkSettings {
-        up: None,
-        mtu: None,
-        mac: None,
-        master: None,
-        hairpin: None,
-        promisc: None,
     }
 }

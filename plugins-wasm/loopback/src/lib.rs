@@ -60,11 +60,7 @@ cniwasm_plugin_sdk::export_plugin!(Loopback);
 fn settings(up: bool) -> LinkSettings {
     LinkSettings {
         up: Some(up),
-        mtu: None,
-        mac: None,
-        master: None,
-        hairpin: None,
-        promisc: None,
+        ..Default::default()
     }
 }
 

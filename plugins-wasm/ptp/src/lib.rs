@@ -279,11 +279,7 @@ fn add_route(ns: Netns, spec: &route::RouteSpec) -> Result<(), CniError> {
 fn set_link_up(ns: Netns, name: &str) -> Result<(), CniError> {
     let settings = LinkSettings {
         up: Some(true),
-        mtu: None,
-        mac: None,
-        master: None,
-        hairpin: None,
-        promisc: None,
+        ..Default::default()
     };
     link::configure(ns, name, &settings).context(&format!("failed to set {name:?} up"))?;
     Ok(())

@@ -53,6 +53,24 @@ pub mod bindings {
     });
 }
 
+/// Settings that change nothing, so that a plugin names only the fields it
+/// sets (`LinkSettings { up: Some(true), ..Default::default() }`) and keeps
+/// building when the host API gains a field.
+impl Default for bindings::cniwasm::host::link::LinkSettings {
+    fn default() -> Self {
+        Self {
+            up: None,
+            mtu: None,
+            mac: None,
+            master: None,
+            hairpin: None,
+            promisc: None,
+            allmulti: None,
+            tx_queue_len: None,
+        }
+    }
+}
+
 pub use bindings::cniwasm::host::types::{HostError, Netns};
 pub use bindings::cniwasm::host::{address, ipam, link, nat, route, sysctl};
 pub use cniwasm_types;

@@ -26,6 +26,10 @@ pub struct TuningConfig {
     pub promisc: bool,
     /// MTU in bytes, or `None` to leave the link as it is.
     pub mtu: Option<u32>,
+    /// Sets or clears IFF_ALLMULTI; `None` leaves the link as it is.
+    pub allmulti: Option<bool>,
+    /// Transmit queue length in packets, or `None` to leave it as it is.
+    pub tx_queue_len: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +43,9 @@ struct RawConfig {
     promisc: bool,
     #[serde(default)]
     mtu: u32,
+    allmulti: Option<bool>,
+    #[serde(rename = "txQLen")]
+    tx_queue_len: Option<u32>,
 }
 
 /// The keys `args.cni` may override.
@@ -49,16 +56,19 @@ struct RawArgs {
     mac: Option<String>,
     promisc: Option<bool>,
     mtu: Option<u32>,
+    allmulti: Option<bool>,
+    #[serde(rename = "txQLen")]
+    tx_queue_len: Option<u32>,
 }
 
 impl TuningConfig {
     /// Reads the options. The MAC comes from, in rising precedence, `mac`,
     /// `CNI_ARGS` `MAC`, `runtimeConfig.mac` and `args.cni.mac`, and
-    /// `args.cni` also overrides `sysctl` entries, `promisc` and `mtu`.
+    /// `args.cni` also overrides `sysctl` entries, `promisc`, `mtu`,
+    /// `allmulti` and `txQLen`.
     ///
-    /// Errors: code 2 for `allmulti` and `txQLen`, code 7 otherwise.
+    /// Errors: code 7.
     pub fn parse(config: &PluginConfig, inv: &Invocation) -> Result<Self, CniError> {
-        reject_unsupported(config)?;
         let raw: RawConfig = config.options()?;
         let args: RawArgs = match config.raw.get("args").and_then(|args| args.get("cni")) {
             None | Some(Value::Null) => RawArgs::default(),
@@ -95,37 +105,19 @@ impl TuningConfig {
             mac,
             promisc: args.promisc.unwrap_or(raw.promisc),
             mtu: (mtu != 0).then_some(mtu),
+            allmulti: args.allmulti.or(raw.allmulti),
+            tx_queue_len: args.tx_queue_len.or(raw.tx_queue_len),
         })
     }
 
     /// Tells whether any link attribute is to change.
     pub fn changes_link(&self) -> bool {
-        self.mac.is_some() || self.promisc || self.mtu.is_some()
+        self.mac.is_some()
+            || self.promisc
+            || self.mtu.is_some()
+            || self.allmulti.is_some()
+            || self.tx_queue_len.is_some()
     }
-}
-
-/// Rejects the keys that the host API cannot apply, in the configuration
-/// and in `args.cni`.
-// TODO: `link-settings` in the host API needs `allmulti` (IFF_ALLMULTI) and
-// `tx-queue-len` fields before these keys can be applied.
-fn reject_unsupported(config: &PluginConfig) -> Result<(), CniError> {
-    let args = config.raw.get("args").and_then(|args| args.get("cni"));
-    for key in ["allmulti", "txQLen"] {
-        let name = if config.raw.contains_key(key) {
-            key.to_string()
-        } else if args.is_some_and(|args| args.get(key).is_some()) {
-            format!("args.cni.{key}")
-        } else {
-            continue;
-        };
-        return Err(CniError::new(
-            codes::UNSUPPORTED_FIELD,
-            format!(
-                "unsupported field {name:?}: the cniwasm host API cannot set it on a link; remove it from the configuration"
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Turns a configured key into slash form (`net.ipv4.conf.IFNAME.arp_notify`
@@ -250,29 +242,6 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_keys_are_code_2() {
-        for (value, name) in [
-            (
-                json!({"cniVersion": "1.0.0", "name": "n", "allmulti": true}),
-                "\"allmulti\"",
-            ),
-            (
-                json!({"cniVersion": "1.0.0", "name": "n", "txQLen": 2000}),
-                "\"txQLen\"",
-            ),
-            (
-                json!({"cniVersion": "1.0.0", "name": "n", "args": {"cni": {"txQLen": 10}}}),
-                "\"args.cni.txQLen\"",
-            ),
-        ] {
-            let error = parse(value, &eth0()).unwrap_err();
-            assert_eq!(error.code, 2);
-            assert!(error.msg.starts_with("unsupported field"), "{}", error.msg);
-            assert!(error.msg.contains(name), "{}", error.msg);
-        }
-    }
-
-    #[test]
     fn mac_precedence() {
         let inv = Invocation {
             ifname: "eth0".into(),
@@ -317,19 +286,38 @@ mod tests {
     }
 
     #[test]
-    fn args_override_mtu_promisc_and_sysctl() {
+    fn args_override_link_keys_and_sysctl() {
         let config = parse(
             json!({"cniVersion": "1.0.0", "name": "n", "mtu": 1400, "promisc": false,
+                "allmulti": true, "txQLen": 2000,
                 "sysctl": {"net.core.somaxconn": "512"},
-                "args": {"cni": {"mtu": 1300, "promisc": true,
+                "args": {"cni": {"mtu": 1300, "promisc": true, "allmulti": false, "txQLen": 500,
                     "sysctl": {"net.core.somaxconn": "1024"}}}}),
             &eth0(),
         )
         .unwrap();
         assert_eq!(config.mtu, Some(1300));
         assert!(config.promisc);
+        assert_eq!(config.allmulti, Some(false));
+        assert_eq!(config.tx_queue_len, Some(500));
         assert_eq!(config.sysctls.len(), 1);
         assert_eq!(config.sysctls[0].value, "1024");
+    }
+
+    #[test]
+    fn allmulti_and_tx_queue_len_read() {
+        let config = parse(
+            json!({"cniVersion": "1.0.0", "name": "n", "allmulti": false, "txQLen": 0}),
+            &eth0(),
+        )
+        .unwrap();
+        // Unlike `promisc` and `mtu`, false and 0 are values to apply.
+        assert_eq!(config.allmulti, Some(false));
+        assert_eq!(config.tx_queue_len, Some(0));
+        assert!(config.changes_link());
+
+        let negative = json!({"cniVersion": "1.0.0", "name": "n", "txQLen": -1});
+        assert_eq!(parse(negative, &eth0()).unwrap_err().code, 7);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! tuning: a chained plugin that writes sysctls in the container namespace
-//! and changes the MAC address, MTU and promiscuous mode of the container
-//! interface `CNI_IFNAME`, passing prevResult through.
+//! and changes the MAC address, MTU, promiscuous and all-multicast modes and
+//! transmit queue length of the container interface `CNI_IFNAME`, passing
+//! prevResult through.
 
 mod config;
 
@@ -27,8 +28,8 @@ impl Plugin for Tuning {
             ))?;
         }
 
-        // TODO: the reference plugin saves the original MAC, MTU and
-        // promiscuous mode to a file before changing them, and DEL restores
+        // TODO: the reference plugin saves the original MAC, MTU,
+        // promiscuous and all-multicast modes and queue length to a file before changing them, and DEL restores
         // them. This plugin has no files, so restoring needs state that the
         // host keeps per attachment. Until the host API offers that, a link
         // that outlives the chain keeps the tuned values after DEL.
@@ -86,15 +87,15 @@ fn require_prev_result(config: &PluginConfig) -> Result<&cniwasm_types::Result, 
     })
 }
 
-/// Applies the MAC address, promiscuous mode and MTU in one host call.
+/// Applies every configured link attribute in one host call.
 fn apply_link_settings(ifname: &str, options: &TuningConfig) -> Result<(), CniError> {
     let settings = LinkSettings {
-        up: None,
         mtu: options.mtu,
         mac: options.mac.clone(),
-        master: None,
-        hairpin: None,
         promisc: options.promisc.then_some(true),
+        allmulti: options.allmulti,
+        tx_queue_len: options.tx_queue_len,
+        ..Default::default()
     };
     link::configure(Netns::Container, ifname, &settings)
         .context(&format!("failed to tune {ifname:?} in the container"))?;
@@ -134,6 +135,22 @@ fn check_link(info: &LinkInfo, options: &TuningConfig) -> Result<(), CniError> {
             info.mtu
         )));
     }
+    if let Some(allmulti) = options.allmulti
+        && info.allmulti != allmulti
+    {
+        return Err(mismatch(format!(
+            "interface {name:?} has allmulti {}, but tuning configured {allmulti}",
+            info.allmulti
+        )));
+    }
+    if let Some(length) = options.tx_queue_len
+        && info.tx_queue_len != length
+    {
+        return Err(mismatch(format!(
+            "interface {name:?} has transmit queue length {}, but tuning configured txQLen {length}",
+            info.tx_queue_len
+        )));
+    }
     Ok(())
 }
 
@@ -158,6 +175,8 @@ mod tests {
             oper_state: "up".into(),
             master: None,
             promisc: true,
+            allmulti: true,
+            tx_queue_len: 1000,
         }
     }
 
@@ -190,6 +209,8 @@ mod tests {
             mac: Some("c2:00:00:00:00:01".into()),
             promisc: true,
             mtu: Some(1400),
+            allmulti: Some(true),
+            tx_queue_len: Some(1000),
             ..Default::default()
         };
         assert!(check_link(&link_info(), &options).is_ok());
@@ -197,39 +218,53 @@ mod tests {
 
     #[test]
     fn check_link_reports_each_mismatch() {
-        let mac = TuningConfig {
-            mac: Some("c2:00:00:00:00:02".into()),
-            ..Default::default()
-        };
-        assert!(
-            check_link(&link_info(), &mac)
-                .unwrap_err()
-                .msg
-                .contains("MAC")
-        );
-
-        let mtu = TuningConfig {
-            mtu: Some(9000),
-            ..Default::default()
-        };
-        assert!(
-            check_link(&link_info(), &mtu)
-                .unwrap_err()
-                .msg
-                .contains("MTU")
-        );
-
         let mut not_promisc = link_info();
         not_promisc.promisc = false;
-        let promisc = TuningConfig {
-            promisc: true,
-            ..Default::default()
-        };
-        assert!(
-            check_link(&not_promisc, &promisc)
-                .unwrap_err()
-                .msg
-                .contains("promiscuous")
-        );
+        let cases = [
+            (
+                link_info(),
+                TuningConfig {
+                    mac: Some("c2:00:00:00:00:02".into()),
+                    ..Default::default()
+                },
+                "MAC",
+            ),
+            (
+                link_info(),
+                TuningConfig {
+                    mtu: Some(9000),
+                    ..Default::default()
+                },
+                "MTU",
+            ),
+            (
+                link_info(),
+                TuningConfig {
+                    allmulti: Some(false),
+                    ..Default::default()
+                },
+                "allmulti",
+            ),
+            (
+                link_info(),
+                TuningConfig {
+                    tx_queue_len: Some(2000),
+                    ..Default::default()
+                },
+                "txQLen 2000",
+            ),
+            (
+                not_promisc,
+                TuningConfig {
+                    promisc: true,
+                    ..Default::default()
+                },
+                "promiscuous",
+            ),
+        ];
+        for (info, options, expected) in cases {
+            let message = check_link(&info, &options).unwrap_err().msg;
+            assert!(message.contains(expected), "{expected}: {message}");
+        }
     }
 }

@@ -151,6 +151,14 @@ pub(super) fn settings_request(
         builder = builder.promiscuous(promisc);
         changed = true;
     }
+    if let Some(allmulti) = settings.allmulti {
+        builder = builder.allmulticast(allmulti);
+        changed = true;
+    }
+    if let Some(length) = settings.tx_queue_len {
+        builder = builder.txqueuelen(length);
+        changed = true;
+    }
     if let Some(up) = settings.up {
         builder = if up { builder.up() } else { builder.down() };
         changed = true;
@@ -193,12 +201,15 @@ pub(super) fn to_link_info(message: &LinkMessage, master: Option<String>) -> Lin
         oper_state: "unknown".to_string(),
         master,
         promisc: message.header.flags.contains(LinkFlags::Promisc),
+        allmulti: message.header.flags.contains(LinkFlags::Allmulti),
+        tx_queue_len: 0,
     };
 
     for attr in &message.attributes {
         match attr {
             LinkAttribute::IfName(name) => info.name = name.clone(),
             LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
+            LinkAttribute::TxQueueLen(length) => info.tx_queue_len = *length,
             LinkAttribute::Address(bytes) => info.mac = format_mac(bytes),
             LinkAttribute::OperState(state) => info.oper_state = state.to_string().to_lowercase(),
             LinkAttribute::LinkInfo(infos) => info.kind = kind_of(infos),
@@ -279,10 +290,11 @@ mod tests {
     fn link_info_maps_attributes() {
         let mut message = LinkMessage::default();
         message.header.index = 7;
-        message.header.flags = LinkFlags::Up | LinkFlags::Promisc;
+        message.header.flags = LinkFlags::Up | LinkFlags::Promisc | LinkFlags::Allmulti;
         message.attributes = vec![
             LinkAttribute::IfName("cni0".into()),
             LinkAttribute::Mtu(1400),
+            LinkAttribute::TxQueueLen(500),
             LinkAttribute::Address(vec![0x0a, 0x58, 0x0a, 0xf4, 0x0a, 0x01]),
             LinkAttribute::OperState(State::LowerLayerDown),
             LinkAttribute::LinkInfo(vec![NlLinkInfo::Kind(InfoKind::Bridge)]),
@@ -297,6 +309,8 @@ mod tests {
         assert_eq!(info.mtu, 1400);
         assert!(info.up);
         assert!(info.promisc);
+        assert!(info.allmulti);
+        assert_eq!(info.tx_queue_len, 500);
         assert_eq!(info.oper_state, "lowerlayerdown");
         assert_eq!(info.master.as_deref(), Some("br0"));
     }
@@ -312,6 +326,8 @@ mod tests {
         let settings = LinkSettings {
             up: Some(true),
             promisc: Some(false),
+            allmulti: Some(true),
+            tx_queue_len: Some(2000),
             ..LinkSettings::default()
         };
         let message = settings_request(3, &settings, Some(9)).unwrap().unwrap();
@@ -319,12 +335,18 @@ mod tests {
         assert_eq!(message.header.index, 3);
         assert!(message.header.flags.contains(LinkFlags::Up));
         assert!(!message.header.flags.contains(LinkFlags::Promisc));
+        assert!(message.header.flags.contains(LinkFlags::Allmulti));
         assert!(
             message
                 .header
                 .change_mask
-                .contains(LinkFlags::Up | LinkFlags::Promisc)
+                .contains(LinkFlags::Up | LinkFlags::Promisc | LinkFlags::Allmulti)
         );
         assert!(message.attributes.contains(&LinkAttribute::Controller(9)));
+        assert!(
+            message
+                .attributes
+                .contains(&LinkAttribute::TxQueueLen(2000))
+        );
     }
 }

@@ -24,11 +24,7 @@ impl Plugin for DeleteForeignLink {
 
         let down = LinkSettings {
             up: Some(false),
-            mtu: None,
-            mac: None,
-            master: None,
-            hairpin: None,
-            promisc: None,
+            ..Default::default()
         };
         match link::configure(Netns::Host, "eth0", &down) {
             Ok(_) => succeeded.push("link.configure set host link \"eth0\" down"),
