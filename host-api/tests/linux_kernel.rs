@@ -263,8 +263,8 @@ fn veth_peer_created_in_container() {
 }
 
 #[test]
-fn veth_port_master_up_hairpin() {
-    privileged("veth_port_master_up_hairpin", |container| {
+fn veth_port_flags() {
+    privileged("veth_port_flags", |container| {
         let mut netlink = LinuxNetlink::open(Some(&container.path())).unwrap();
         netlink.ensure_bridge(&bridge_spec("cwbr1")).unwrap();
         netlink.create_veth(&veth_spec("cwveth2")).unwrap();
@@ -274,6 +274,7 @@ fn veth_port_master_up_hairpin() {
             mac: Some("0a:58:0a:f4:0a:99".into()),
             master: Some("cwbr1".into()),
             hairpin: Some(true),
+            isolated: Some(true),
             ..LinkSettings::default()
         };
         let port = netlink
@@ -289,10 +290,12 @@ fn veth_port_master_up_hairpin() {
         assert!(has_flag(&link, "UP"));
         assert_eq!(link["linkinfo"]["info_slave_kind"], "bridge");
         assert_eq!(link["linkinfo"]["info_slave_data"]["hairpin"], true);
+        assert_eq!(link["linkinfo"]["info_slave_data"]["isolated"], true);
 
         let down = LinkSettings {
             up: Some(false),
             hairpin: Some(false),
+            isolated: Some(false),
             ..LinkSettings::default()
         };
         let port = netlink
@@ -301,6 +304,7 @@ fn veth_port_master_up_hairpin() {
         assert!(!port.up);
         let link = link_json(None, "cwveth2");
         assert_eq!(link["linkinfo"]["info_slave_data"]["hairpin"], false);
+        assert_eq!(link["linkinfo"]["info_slave_data"]["isolated"], false);
 
         let missing = LinkSettings {
             master: Some("cwnobridge".into()),

@@ -80,6 +80,8 @@ pub struct LinkSettings {
     /// Bridge to enslave the link to, in the same namespace.
     pub master: Option<String>,
     pub hairpin: Option<bool>,
+    /// Bridge-port isolated flag.
+    pub isolated: Option<bool>,
     pub promisc: Option<bool>,
     pub allmulti: Option<bool>,
     /// Transmit queue length in packets.

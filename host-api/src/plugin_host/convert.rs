@@ -30,6 +30,7 @@ impl From<link::LinkSettings> for kernel::LinkSettings {
             mac: settings.mac,
             master: settings.master,
             hairpin: settings.hairpin,
+            isolated: settings.isolated,
             promisc: settings.promisc,
             allmulti: settings.allmulti,
             tx_queue_len: settings.tx_queue_len,

@@ -120,7 +120,7 @@ impl link::Host for HostContext {
         let call = Call {
             operation: "link.configure",
             arguments: json!({"netns": ns_name(ns), "name": name, "up": settings.up, "mtu": settings.mtu,
-                "mac": settings.mac, "master": settings.master, "hairpin": settings.hairpin, "promisc": settings.promisc,
+                "mac": settings.mac, "master": settings.master, "hairpin": settings.hairpin, "isolated": settings.isolated, "promisc": settings.promisc,
                 "allmulti": settings.allmulti, "txQueueLen": settings.tx_queue_len}),
             requests: vec![Request::ConfigureLink {
                 side: side(ns),

@@ -186,6 +186,7 @@ mod tests {
             mtu: None,
             hairpin_mode: false,
             promisc_mode: false,
+            port_isolation: false,
             force_address: false,
             mac: None,
             disable_container_interface: false,

@@ -19,6 +19,8 @@ pub struct BridgeConfig {
     pub mtu: Option<u32>,
     pub hairpin_mode: bool,
     pub promisc_mode: bool,
+    /// Whether the host end gets the bridge-port isolated flag.
+    pub port_isolation: bool,
     /// Replace a different IPv4 (or overlapping IPv6) address on the bridge
     /// instead of failing.
     pub force_address: bool,
@@ -90,12 +92,6 @@ impl BridgeConfig {
                 "macspoofchk true is not supported by this bridge plugin: remove it",
             ));
         }
-        // The host API's link settings have no bridge-port isolated flag.
-        if raw.port_isolation {
-            return Err(unsupported(
-                "portIsolation true is not supported by this bridge plugin, which cannot set a bridge port's isolated flag: remove it, or isolate containers with a firewall plugin",
-            ));
-        }
         check_masquerade_backend(raw.ip_masq_backend.as_deref())?;
 
         let name = raw.bridge.filter(|name| !name.is_empty());
@@ -107,6 +103,7 @@ impl BridgeConfig {
             mtu: (raw.mtu != 0).then_some(raw.mtu),
             hairpin_mode: raw.hairpin_mode,
             promisc_mode: raw.promisc_mode,
+            port_isolation: raw.port_isolation,
             force_address: raw.force_address,
             mac: requested_mac(config, inv),
             disable_container_interface: raw.disable_container_interface,
@@ -233,12 +230,15 @@ mod tests {
     }
 
     #[test]
-    fn port_isolation_rejected_as_unsupported() {
-        let error = with_keys(json!({"portIsolation": true})).unwrap_err();
-        assert_eq!(error.code, 2);
-        assert!(error.msg.contains("portIsolation"), "{}", error.msg);
-
-        assert!(with_keys(json!({"portIsolation": false})).is_ok());
+    fn port_isolation_read() {
+        assert!(
+            with_keys(json!({"portIsolation": true}))
+                .unwrap()
+                .port_isolation
+        );
+        assert!(!with_keys(json!({})).unwrap().port_isolation);
+        let error = with_keys(json!({"portIsolation": "yes"})).unwrap_err();
+        assert_eq!(error.code, 7);
     }
 
     #[test]

@@ -204,14 +204,17 @@ impl Attachment<'_> {
             self.options.bridge
         ))?;
 
-        // Hairpin mode is a bridge-port flag, so it is set after enslaving.
-        if self.options.hairpin_mode {
-            let hairpin = LinkSettings {
-                hairpin: Some(true),
+        // Hairpin mode and isolation are bridge-port flags, so they are set
+        // after enslaving.
+        if self.options.hairpin_mode || self.options.port_isolation {
+            let port = LinkSettings {
+                hairpin: self.options.hairpin_mode.then_some(true),
+                isolated: self.options.port_isolation.then_some(true),
                 ..Default::default()
             };
-            link::configure(Netns::Host, host, &hairpin)
-                .context(&format!("failed to set hairpin mode on {host:?}"))?;
+            link::configure(Netns::Host, host, &port).context(&format!(
+                "failed to set hairpin mode or isolation on bridge port {host:?}"
+            ))?;
         }
 
         set_sysctl_best_effort(Netns::Host, &format!("net/ipv6/conf/{host}/accept_ra"), "0");

@@ -64,6 +64,7 @@ impl Default for bindings::cniwasm::host::link::LinkSettings {
             mac: None,
             master: None,
             hairpin: None,
+            isolated: None,
             promisc: None,
             allmulti: None,
             tx_queue_len: None,

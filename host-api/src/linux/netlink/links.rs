@@ -125,8 +125,8 @@ pub(super) fn veth_request(spec: &VethSpec, container_netns: RawFd) -> Result<Li
     Ok(host.set_info_data(peer_info).build())
 }
 
-/// Builds the RTM_SETLINK request for every setting except hairpin, which
-/// is a bridge port option. Returns `None` when there is nothing to change.
+/// Builds the RTM_SETLINK request for every setting except hairpin and
+/// isolated, which are bridge port options. Returns `None` when there is nothing to change.
 pub(super) fn settings_request(
     index: u32,
     settings: &LinkSettings,
@@ -167,12 +167,24 @@ pub(super) fn settings_request(
     Ok(changed.then(|| builder.build()))
 }
 
-/// Builds the request that sets IFLA_BRPORT_MODE (hairpin) on a bridge port.
-/// It travels as bridge port data in IFLA_LINKINFO, as `ip link set DEV type
-/// bridge_slave hairpin on` sends it. The kernel applies it through the
-/// bridge's slave_changelink, so the link must already be a bridge port.
-pub(super) fn hairpin_request(index: u32, hairpin: bool) -> LinkMessage {
-    LinkBridgePort::new(index).hairpin(hairpin).build()
+/// Builds the request that sets IFLA_BRPORT_MODE (hairpin) and
+/// IFLA_BRPORT_ISOLATED on a bridge port, or `None` when neither is to
+/// change. They travel as bridge port data in IFLA_LINKINFO, as `ip link set
+/// DEV type bridge_slave hairpin on isolated on` sends them. The kernel
+/// applies them through the bridge's slave_changelink, so the link must
+/// already be a bridge port.
+pub(super) fn port_request(index: u32, settings: &LinkSettings) -> Option<LinkMessage> {
+    if settings.hairpin.is_none() && settings.isolated.is_none() {
+        return None;
+    }
+    let mut builder = LinkBridgePort::new(index);
+    if let Some(hairpin) = settings.hairpin {
+        builder = builder.hairpin(hairpin);
+    }
+    if let Some(isolated) = settings.isolated {
+        builder = builder.isolated(isolated);
+    }
+    Some(builder.build())
 }
 
 pub(super) fn name_of(message: &LinkMessage) -> Option<String> {
@@ -264,7 +276,7 @@ pub(super) fn format_mac(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netlink_packet_route::link::{InfoKind, State};
+    use netlink_packet_route::link::{InfoBridgePort, InfoKind, InfoPortData, InfoPortKind, State};
 
     #[test]
     fn mac_round_trips() {
@@ -313,6 +325,29 @@ mod tests {
         assert_eq!(info.tx_queue_len, 500);
         assert_eq!(info.oper_state, "lowerlayerdown");
         assert_eq!(info.master.as_deref(), Some("br0"));
+    }
+
+    #[test]
+    fn port_request_carries_only_port_flags() {
+        assert!(port_request(3, &LinkSettings::default()).is_none());
+        let mtu_only = LinkSettings {
+            mtu: Some(1400),
+            ..LinkSettings::default()
+        };
+        assert!(port_request(3, &mtu_only).is_none());
+
+        let isolated = LinkSettings {
+            isolated: Some(true),
+            ..LinkSettings::default()
+        };
+        let message = port_request(3, &isolated).unwrap();
+        let expected = LinkAttribute::LinkInfo(vec![
+            NlLinkInfo::PortKind(InfoPortKind::Bridge),
+            NlLinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(
+                true,
+            )])),
+        ]);
+        assert!(message.attributes.contains(&expected), "{message:?}");
     }
 
     #[test]

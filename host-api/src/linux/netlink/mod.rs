@@ -263,12 +263,11 @@ impl Netlink for LinuxNetlink {
                 set.map_err(|err| conn.error(&operation, err))?;
             }
 
-            // Hairpin is an option of the bridge port, so it goes after the
-            // master change above made the link a port.
-            if let Some(hairpin) = settings.hairpin {
-                let request = links::hairpin_request(index, hairpin);
+            // Hairpin and isolated are options of the bridge port, so they
+            // go after the master change above made the link a port.
+            if let Some(request) = links::port_request(index, settings) {
                 let set = conn.handle.link().set_port(request).execute().await;
-                set.map_err(|err| conn.error(format!("{operation} (hairpin)"), err))?;
+                set.map_err(|err| conn.error(format!("{operation} (bridge port)"), err))?;
             }
             links::read_existing_link(conn, name, &operation).await
         })
