@@ -463,6 +463,46 @@ fn port_isolation() {
     assert_eq!(sorted_links(&scenario.host), [BRIDGE, "lo"]);
 }
 
+/// Returns the container's `accept_dad` and `enhanced_dad` of eth0.
+fn dad_sysctls(container: &Netns) -> [String; 2] {
+    ["accept_dad", "enhanced_dad"].map(|key| {
+        let path = format!("/proc/sys/net/ipv6/conf/eth0/{key}");
+        container.exec_ok(&["cat", &path]).trim().to_string()
+    })
+}
+
+/// `enabledad` turns on duplicate address detection in the container, as
+/// the reference bridge does; without it detection is off. The container's
+/// default `enhanced_dad` is 0 first, so that the plugins must set it.
+#[test]
+fn enabledad_matches_reference() {
+    if !require_root() {
+        return;
+    }
+    let disable_enhanced = "echo 0 > /proc/sys/net/ipv6/conf/default/enhanced_dad";
+    for (enabled, expected) in [(true, ["1", "1"]), (false, ["0", "0"])] {
+        let list = bridge_list("1.0.0", json!({"enabledad": enabled}), &[]);
+        let scenario = scenario_with(&list);
+        let container = Netns::create("cwc");
+        container.exec_ok(&["sh", "-c", disable_enhanced]);
+        let reference = Reference::new(&list, &container, "{}");
+        reference.container.exec_ok(&["sh", "-c", disable_enhanced]);
+
+        add(&scenario, &container, &[]).assert_success();
+        let run = reference.run(&[]);
+        let theirs = run.add().expect("reference ADD");
+
+        assert_eq!(dad_sysctls(&container), expected, "enabledad {enabled}");
+        assert_eq!(
+            dad_sysctls(&reference.container),
+            expected,
+            "reference, enabledad {enabled}"
+        );
+        run.del(Some(&theirs)).expect("reference DEL");
+        del(&scenario, &container, &[]);
+    }
+}
+
 /// Runs ADD with a MAC requested through `bridge` options, `cni_args` and
 /// `cap_args`; the container end and the result must carry `mac`, as with
 /// the reference plugins.

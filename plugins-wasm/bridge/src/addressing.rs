@@ -187,6 +187,7 @@ mod tests {
             hairpin_mode: false,
             promisc_mode: false,
             port_isolation: false,
+            enable_dad: false,
             force_address: false,
             mac: None,
             disable_container_interface: false,

@@ -21,6 +21,9 @@ pub struct BridgeConfig {
     pub promisc_mode: bool,
     /// Whether the host end gets the bridge-port isolated flag.
     pub port_isolation: bool,
+    /// Whether the container end runs IPv6 duplicate address detection
+    /// (`accept_dad` and `enhanced_dad` 1) instead of skipping it.
+    pub enable_dad: bool,
     /// Replace a different IPv4 (or overlapping IPv6) address on the bridge
     /// instead of failing.
     pub force_address: bool,
@@ -59,6 +62,8 @@ struct RawConfig {
     disable_container_interface: bool,
     #[serde(default)]
     port_isolation: bool,
+    #[serde(default, rename = "enabledad")]
+    enable_dad: bool,
     /// Only changes what happens to VLAN entries when `vlan` or `vlanTrunk`
     /// is set, and both are rejected, so any value has no effect here, as in
     /// the reference plugin without VLANs. Read only to check its type.
@@ -104,6 +109,7 @@ impl BridgeConfig {
             hairpin_mode: raw.hairpin_mode,
             promisc_mode: raw.promisc_mode,
             port_isolation: raw.port_isolation,
+            enable_dad: raw.enable_dad,
             force_address: raw.force_address,
             mac: requested_mac(config, inv),
             disable_container_interface: raw.disable_container_interface,
@@ -239,6 +245,12 @@ mod tests {
         assert!(!with_keys(json!({})).unwrap().port_isolation);
         let error = with_keys(json!({"portIsolation": "yes"})).unwrap_err();
         assert_eq!(error.code, 7);
+    }
+
+    #[test]
+    fn enabledad_read() {
+        assert!(with_keys(json!({"enabledad": true})).unwrap().enable_dad);
+        assert!(!with_keys(json!({})).unwrap().enable_dad);
     }
 
     #[test]

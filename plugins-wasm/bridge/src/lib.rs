@@ -254,7 +254,7 @@ impl Attachment<'_> {
         result.dns = ipam.dns;
 
         let gateways = apply_gateways(result, self.options)?;
-        configure_container(&self.inv.ifname, result)?;
+        configure_container(&self.inv.ifname, result, self.options.enable_dad)?;
 
         if self.options.is_gateway {
             for gateway in &gateways {
@@ -307,17 +307,27 @@ impl Attachment<'_> {
 }
 
 /// Configures the container end: sysctls, addresses, link up, routes.
-fn configure_container(ifname: &str, result: &cniwasm_types::Result) -> Result<(), CniError> {
+/// `enable_dad` keeps IPv6 duplicate address detection on, in the enhanced
+/// variant that tolerates looped-back probes (RFC 7527). Without it,
+/// detection is off as in the reference plugin, so addresses work at once.
+fn configure_container(
+    ifname: &str,
+    result: &cniwasm_types::Result,
+    enable_dad: bool,
+) -> Result<(), CniError> {
     set_sysctl_best_effort(
         Netns::Container,
         &format!("net/ipv4/conf/{ifname}/arp_notify"),
         "1",
     );
-    set_sysctl_best_effort(
-        Netns::Container,
-        &format!("net/ipv6/conf/{ifname}/accept_dad"),
-        "0",
-    );
+    let accept_dad = format!("net/ipv6/conf/{ifname}/accept_dad");
+    if enable_dad {
+        let enhanced = format!("net/ipv6/conf/{ifname}/enhanced_dad");
+        set_sysctl_best_effort(Netns::Container, &enhanced, "1");
+        set_sysctl_best_effort(Netns::Container, &accept_dad, "1");
+    } else {
+        set_sysctl_best_effort(Netns::Container, &accept_dad, "0");
+    }
     if result.ips.iter().any(|ip| ip.is_ipv6()) {
         set_sysctl_best_effort(Netns::Container, "net/ipv6/conf/lo/disable_ipv6", "0");
         set_sysctl_best_effort(
