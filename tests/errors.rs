@@ -2,8 +2,7 @@
 //! object with the right code and a message naming the value, exit non-zero,
 //! and leave no link, NAT rule, reservation or cache file behind.
 
-use cniwasm_integration_tests::{CliOutput, Netns, Scenario, require_root};
-use serde_json::Value;
+use cniwasm_integration_tests::{CliOutput, Netns, Scenario, assert_cni_error, require_root};
 
 const SEED: &str = r#"{
   "name": "mynet",
@@ -58,24 +57,6 @@ fn assert_nothing_left(scenario: &Scenario, container: &Netns, before: &Snapshot
         "cache files left: {:?}",
         scenario.cache_files()
     );
-}
-
-/// Asserts a failed run printed a CNI error with `code` whose message
-/// contains `needle`.
-fn assert_cni_error(output: &CliOutput, code: u64, needle: &str) {
-    assert!(
-        !output.status.success(),
-        "expected failure, got success: {}",
-        output.stdout
-    );
-    let error: Value = output.json();
-    assert_eq!(error["code"].as_u64(), Some(code), "{error}");
-    let message = error["msg"].as_str().unwrap_or_default();
-    assert!(
-        message.contains(needle),
-        "message {message:?} does not name {needle:?}"
-    );
-    assert!(!output.stderr.trim().is_empty(), "no message on stderr");
 }
 
 fn add(scenario: &Scenario, container: &Netns, env: &[(&str, &str)]) -> CliOutput {

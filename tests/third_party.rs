@@ -5,7 +5,9 @@
 
 use std::path::PathBuf;
 
-use cniwasm_integration_tests::{CliOutput, Netns, Scenario, plugin_dir, repo_root, require_root};
+use cniwasm_integration_tests::{
+    CliOutput, Netns, Scenario, assert_cni_error, plugin_dir, repo_root, require_root,
+};
 use serde_json::{Value, json};
 
 const NETWORK: &str = "mynet";
@@ -64,21 +66,6 @@ fn container_sysctl(container: &Netns, path: &str) -> String {
         .exec_ok(&["cat", &format!("/proc/sys/{path}")])
         .trim()
         .to_string()
-}
-
-fn assert_cni_error(output: &CliOutput, code: u64, needle: &str) {
-    assert!(
-        !output.status.success(),
-        "expected failure, got success: {}",
-        output.stdout
-    );
-    let error = output.json();
-    assert_eq!(error["code"].as_u64(), Some(code), "{error}");
-    let message = error["msg"].as_str().unwrap_or_default();
-    assert!(
-        message.contains(needle),
-        "message {message:?} does not name {needle:?}"
-    );
 }
 
 #[test]

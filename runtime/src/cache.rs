@@ -12,7 +12,7 @@ const KIND: &str = "cniCacheV1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("failed to write result cache {}: {source}", path.display())]
+    #[error("failed to write result cache {}: {source}; set CNIWASM_CACHE_DIR to a writable directory", path.display())]
     Write {
         path: PathBuf,
         source: std::io::Error,
@@ -22,7 +22,7 @@ pub enum CacheError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("invalid result cache {}: {reason}", path.display())]
+    #[error("invalid result cache {}: {reason}; run DEL, which tolerates it, then ADD again", path.display())]
     Corrupt { path: PathBuf, reason: String },
     #[error("failed to remove result cache {}: {source}", path.display())]
     Remove {
@@ -237,10 +237,8 @@ mod tests {
         assert_eq!(cached.result, json!({"cniVersion": "0.3.0"}));
     }
 
-    #[test]
-    fn file_and_directory_are_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
+    /// Writes an entry with no arguments and an empty result.
+    fn write_empty(cache_dir: &Path) -> Result<PathBuf, CacheError> {
         let entry = CacheEntry {
             key: KEY,
             config_bytes: b"{}",
@@ -249,7 +247,14 @@ mod tests {
             capability_args: &Map::new(),
             result: &json!({}),
         };
-        let path = write(dir.path(), &entry).unwrap();
+        write(cache_dir, &entry)
+    }
+
+    #[test]
+    fn file_and_directory_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_empty(dir.path()).unwrap();
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
@@ -280,5 +285,22 @@ mod tests {
             read(dir.path(), KEY),
             Err(CacheError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn write_below_file_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, "not a directory").unwrap();
+
+        let error = write_empty(&blocker.join("cache")).unwrap_err();
+
+        assert!(matches!(error, CacheError::Write { .. }), "{error}");
+        let message = error.to_string();
+        assert!(
+            message.contains(&blocker.display().to_string()),
+            "{message}"
+        );
+        assert!(message.contains("CNIWASM_CACHE_DIR"), "{message}");
     }
 }

@@ -124,10 +124,36 @@ impl Error {
                     .map_or(codes::INTERNAL, |error| error.to_cni_error().code);
                 CniError::new(code, self.to_string())
             }
+            // A cache that cannot be parsed is a decoding failure, as any
+            // other invalid JSON input is. Other cache errors are I/O failures.
+            Error::Cache(CacheError::Corrupt { .. }) => {
+                CniError::new(codes::DECODING_FAILURE, self.to_string())
+            }
             Error::Cache(_) => CniError::new(codes::IO_FAILURE, self.to_string()),
             Error::VersionTooOld { .. } => {
                 CniError::new(codes::INCOMPATIBLE_CNI_VERSION, self.to_string())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_error_codes() {
+        let corrupt = Error::Cache(CacheError::Corrupt {
+            path: PathBuf::from("/var/lib/cni/results/mynet-abc-eth0"),
+            reason: "EOF while parsing an object".into(),
+        });
+        let unwritable = Error::Cache(CacheError::Write {
+            path: PathBuf::from("/var/lib/cni/results/mynet-abc-eth0"),
+            source: std::io::ErrorKind::NotADirectory.into(),
+        });
+
+        assert_eq!(corrupt.to_cni_error().code, codes::DECODING_FAILURE);
+        assert_eq!(unwritable.to_cni_error().code, codes::IO_FAILURE);
+        assert!(corrupt.to_cni_error().msg.contains("mynet-abc-eth0"));
     }
 }

@@ -356,6 +356,25 @@ impl Default for Scenario {
     }
 }
 
+/// Asserts a failed run printed a CNI error with `code` whose message
+/// contains `needle`, and returns the error object.
+pub fn assert_cni_error(output: &CliOutput, code: u64, needle: &str) -> Value {
+    assert!(
+        !output.status.success(),
+        "expected a failure, got success: {}",
+        output.stdout
+    );
+    let error = output.json();
+    assert_eq!(error["code"].as_u64(), Some(code), "{error}");
+    let message = error["msg"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(needle),
+        "message {message:?} does not contain {needle:?}"
+    );
+    assert!(!output.stderr.trim().is_empty(), "no message on stderr");
+    error
+}
+
 /// A throwaway HTTP server inside a namespace, stopped when dropped.
 pub struct HttpServer {
     child: std::process::Child,
