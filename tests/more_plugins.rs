@@ -531,9 +531,16 @@ fn bridge_tuning_matches_reference() {
     pair.del_and_assert_clean();
 }
 
-/// Returns the attributes of `ip -j -d link show eth0` that tuning changes.
+/// Returns the `keys` of `ip -j -d link show NAME` as one object.
+fn link_attributes(netns: &Netns, name: &str, keys: &[&str]) -> Value {
+    let link = netns.ip_json(&["-d", "link", "show", name])[0].clone();
+    keys.iter()
+        .map(|key| (key.to_string(), link[key].clone()))
+        .collect()
+}
+
+/// Returns the attributes of the container's eth0 that tuning changes.
 fn tuned_attributes(netns: &Netns) -> Value {
-    let link = netns.ip_json(&["-d", "link", "show", "eth0"])[0].clone();
     let keys = [
         "flags",
         "mtu",
@@ -542,9 +549,7 @@ fn tuned_attributes(netns: &Netns) -> Value {
         "promiscuity",
         "allmulti",
     ];
-    keys.iter()
-        .map(|key| (key.to_string(), link[key].clone()))
-        .collect()
+    link_attributes(netns, "eth0", &keys)
 }
 
 #[test]
@@ -603,4 +608,59 @@ fn tuning_check_sees_txqlen() {
     assert!(message.contains("txQLen 2000"), "{message}");
 
     pair.del_and_assert_clean();
+}
+
+/// Returns the attributes of `lo` that tuning changes. The flags are left
+/// out, since loopback's DEL sets `lo` down, while it was up before ADD.
+fn lo_attributes(netns: &Netns) -> Value {
+    link_attributes(netns, "lo", &["mtu", "txqlen", "promiscuity", "allmulti"])
+}
+
+/// Tuning on `lo`, which outlives DEL: ADD saves what it changes, and DEL
+/// puts it back and removes the saved blob from the cache directory.
+#[test]
+fn tuning_del_restores_lo() {
+    if !require_root() {
+        return;
+    }
+    let list = json!({
+        "cniVersion": "1.0.0",
+        "name": NETWORK,
+        "plugins": [
+            {"type": "loopback"},
+            {"type": "tuning", "mtu": 9000, "promisc": true, "allmulti": true, "txQLen": 2000}
+        ]
+    });
+    let scenario = Scenario::new();
+    scenario.write_config("10-more.conflist", &list.to_string());
+    let container = Netns::create("cwc");
+    let netns = container.path().to_str().unwrap().to_string();
+    let env = [("CNI_IFNAME", "lo")];
+    let before = lo_attributes(&container);
+    assert_eq!(before["promiscuity"], 0, "{before}");
+    assert_eq!(before["allmulti"], 0, "{before}");
+
+    scenario
+        .cniwasm(&["add", NETWORK, &netns], &env)
+        .assert_success();
+    let tuned = lo_attributes(&container);
+    assert_eq!(tuned["mtu"], 9000, "{tuned}");
+    assert_eq!(tuned["txqlen"], 2000, "{tuned}");
+    assert_eq!(tuned["promiscuity"], 1, "{tuned}");
+    assert_eq!(tuned["allmulti"], 1, "{tuned}");
+    let saved = scenario
+        .cache_dir()
+        .join("plugin-state")
+        .join(format!("{NETWORK}-{}-lo", container_id(&netns)))
+        .join("tuning");
+    let text = std::fs::read_to_string(&saved).expect("tuning saved lo's settings");
+    let value: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(value["mtu"], before["mtu"], "{text}");
+    assert_eq!(value["txQueueLen"], before["txqlen"], "{text}");
+
+    scenario
+        .cniwasm(&["del", NETWORK, &netns], &env)
+        .assert_success();
+    assert_eq!(lo_attributes(&container), before);
+    assert!(!saved.exists(), "saved settings outlived DEL");
 }

@@ -3,6 +3,7 @@
 //! out through the [`Kernel`] traits.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -64,6 +65,8 @@ pub struct HostContext {
     audit: AuditLog,
     audit_context: AuditContext,
     counters: CallCounters,
+    /// The file behind the `state` interface; `None` serves no blob.
+    state_path: Option<PathBuf>,
 }
 
 /// Parameters of [`HostContext::new`].
@@ -109,7 +112,15 @@ impl HostContext {
             audit: options.audit,
             audit_context: options.audit_context,
             counters: CallCounters::default(),
+            state_path: None,
         }
+    }
+
+    /// Serves the `state` interface from the file at `path`, which the
+    /// caller derives from the plugin's type and the attachment.
+    pub fn with_state(mut self, path: PathBuf) -> Self {
+        self.state_path = Some(path);
+        self
     }
 
     /// Builds a host side that denies every request: for exports such as
@@ -145,6 +156,7 @@ impl HostContext {
             audit: AuditLog::disabled(),
             audit_context: AuditContext::default(),
             counters: CallCounters::default(),
+            state_path: None,
         }
     }
 
@@ -377,5 +389,8 @@ fn random_veth_name() -> Result<String, HostError> {
 mod convert;
 mod imports;
 mod ownership;
+mod state;
+
+pub use state::{MAX_STATE_BYTES, remove_state};
 
 use ownership::Ownership;

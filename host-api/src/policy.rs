@@ -16,7 +16,9 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 /// The host interfaces of the `cniwasm:host` package a policy can grant.
-pub const HOST_INTERFACES: &[&str] = &["link", "address", "route", "sysctl", "nat", "ipam", "log"];
+pub const HOST_INTERFACES: &[&str] = &[
+    "link", "address", "route", "sysctl", "nat", "ipam", "state", "log",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -537,6 +539,8 @@ pub enum Request<'a> {
     /// Removing the attachment's own port mappings.
     RemovePortMappings,
     Ipam,
+    /// Reading or writing the plugin's blob for the attachment.
+    State,
     Log,
 }
 
@@ -556,6 +560,7 @@ impl Request<'_> {
             | Request::Masquerade { .. }
             | Request::RemovePortMappings => "nat",
             Request::Ipam => "ipam",
+            Request::State => "state",
             Request::Log => "log",
         }
     }

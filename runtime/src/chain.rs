@@ -627,6 +627,11 @@ impl Runtime {
             audit: self.audit.clone(),
             audit_context: audit_context.clone(),
         });
+        let state_path = self.state_path(run, plugin_type);
+        let host = match &state_path {
+            Some(path) => host.with_state(path.clone()),
+            None => host,
+        };
         let call = PluginCall {
             plugin,
             plugin_type,
@@ -641,12 +646,38 @@ impl Runtime {
 
         let outcome = sandbox::call_plugin(&self.engine, call, host);
         let outcome = settle_kernel(run, plugin_type, outcome);
+        if command == Command::Del
+            && outcome.is_ok()
+            && let Some(path) = &state_path
+        {
+            remove_plugin_state(path);
+        }
         outcome.map_err(|source| Error::Plugin {
             command: command_name(command),
             index,
             plugin_type: plugin_type.clone(),
             source: Box::new(source),
         })
+    }
+
+    /// Returns the file of a plugin's `state` blob for this attachment:
+    /// `<cache dir>/plugin-state/<network>-<container id>-<ifname>/<type>`,
+    /// or `None` for calls without an attachment and for a type that is not
+    /// a plain file name.
+    fn state_path(&self, run: &ChainRun<'_>, plugin_type: &str) -> Option<PathBuf> {
+        let plain = !plugin_type.is_empty()
+            && !plugin_type.contains('/')
+            && plugin_type != "."
+            && plugin_type != "..";
+        if run.attachment.container_id.is_empty() || !plain {
+            return None;
+        }
+        let attachment = format!(
+            "{}-{}-{}",
+            run.list.name, run.attachment.container_id, run.attachment.ifname
+        );
+        let dir = self.options.cache_dir.join("plugin-state").join(attachment);
+        Some(dir.join(plugin_type))
     }
 
     fn call_native(
@@ -772,6 +803,14 @@ fn settle_kernel(
             tracing::error!(plugin = plugin_type, error = %error, "kernel work of a failed plugin call failed too");
             Err(plugin_error)
         }
+    }
+}
+
+/// Removes a plugin's state blob after its DEL succeeded. A failure only
+/// leaves a small file behind, so it is logged and DEL still succeeds.
+fn remove_plugin_state(path: &Path) {
+    if let Err(error) = cniwasm_host_api::plugin_host::remove_state(path) {
+        tracing::warn!(%error, path = %path.display(), "failed to remove plugin state after DEL");
     }
 }
 

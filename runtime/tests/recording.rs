@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use cniwasm_host_api::kernel::{Kernel, KernelError, Namespace};
+use cniwasm_host_api::kernel::{Kernel, KernelError, LinkInfo, Namespace};
 use cniwasm_host_api::policy::Policy;
 use cniwasm_host_api::testing::{CallKind, KernelCall, Recorder, RecordingKernel};
 use cniwasm_runtime::config::parse_list_file;
@@ -214,4 +214,86 @@ fn runtime_with(dir: &Path, factory: Arc<dyn KernelFactory>) -> Runtime {
         wasm_only: false,
     };
     Runtime::new(options, factory).unwrap()
+}
+
+/// Hands out recording kernels whose container has `lo`, which the chain
+/// below tunes and which survives DEL.
+struct LoopbackFactory(Arc<RecordingFactory>);
+
+impl KernelFactory for LoopbackFactory {
+    fn open(&self, netns: Option<&Path>) -> Result<Kernel, KernelError> {
+        let kernel = self.0.open(netns)?;
+        let lo = LinkInfo {
+            name: "lo".into(),
+            index: 1,
+            kind: String::new(),
+            mac: "00:00:00:00:00:00".into(),
+            mtu: 65536,
+            up: false,
+            oper_state: "unknown".into(),
+            master: None,
+            promisc: false,
+            allmulti: false,
+            tx_queue_len: 1000,
+        };
+        let recorders = self.0.recorders.lock().unwrap();
+        recorders.last().unwrap().add_link(Namespace::Container, lo);
+        Ok(kernel)
+    }
+}
+
+/// Tuning saves the values it changes through the host's `state` interface
+/// at ADD, and DEL sets them again and drops the saved blob.
+#[test]
+fn tuning_del_restores_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = Arc::new(RecordingFactory::default());
+    let runtime = runtime_with(dir.path(), Arc::new(LoopbackFactory(factory.clone())));
+    let list_path = dir.path().join("tuned.conflist");
+    let list = json!({"cniVersion": "1.0.0", "name": "tuned", "plugins": [
+        {"type": "loopback"},
+        {"type": "tuning", "mtu": 9000, "allmulti": true, "txQLen": 2000}
+    ]});
+    std::fs::write(&list_path, list.to_string()).unwrap();
+    let list = parse_list_file(&list_path).unwrap();
+    let attachment = Attachment {
+        ifname: "lo".into(),
+        capability_args: Default::default(),
+        ..attachment(dir.path())
+    };
+
+    runtime.add(&list, &attachment).unwrap();
+
+    let saved = dir
+        .path()
+        .join("cache/plugin-state/tuned-recorded-lo/tuning");
+    let text = std::fs::read_to_string(&saved).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        value,
+        json!({"mtu": 65536, "allmulti": false, "txQueueLen": 1000})
+    );
+    let tuned = factory.recorders.lock().unwrap()[0]
+        .link(Namespace::Container, "lo")
+        .unwrap();
+    assert_eq!(
+        (tuned.mtu, tuned.allmulti, tuned.tx_queue_len),
+        (9000, true, 2000)
+    );
+
+    runtime.del(&list, &attachment).unwrap();
+
+    let recorders = factory.recorders.lock().unwrap();
+    let restores = recorders[1].calls_of(CallKind::ConfigureLink);
+    let restored = restores.iter().find_map(|call| match call {
+        KernelCall::ConfigureLink { settings, .. } if settings.mtu.is_some() => Some(settings),
+        _ => None,
+    });
+    let restored = restored.expect("DEL restores lo");
+    assert_eq!(restored.mtu, Some(65536));
+    assert_eq!(restored.allmulti, Some(false));
+    assert_eq!(restored.tx_queue_len, Some(1000));
+    assert_eq!(restored.mac, None);
+    assert!(!saved.exists(), "the saved blob outlived DEL");
+    assert!(!saved.parent().unwrap().exists());
 }

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::cniwasm::host::{address, ipam, link, log, nat, route, sysctl, types};
+use super::cniwasm::host::{address, ipam, link, log, nat, route, state, sysctl, types};
 use super::convert::{port_map_from_wit, route_from_wit, route_to_wit};
 use super::{
     Call, HostContext, HostError, IpamCommand, Netns, WitCniError, check_ifname, namespace,
@@ -544,6 +544,45 @@ impl ipam::Host for HostContext {
 
     fn check(&mut self) -> wasmtime::Result<Result<(), WitCniError>> {
         Ok(self.delegate_ipam(IpamCommand::Check)?.map(drop))
+    }
+}
+
+impl state::Host for HostContext {
+    fn get(&mut self) -> HostResult<Option<String>> {
+        let call = Call {
+            operation: "state.get",
+            arguments: json!({}),
+            requests: vec![Request::State],
+        };
+        let path = self.state_path.clone();
+        self.dispatch(
+            call,
+            |_, _| None,
+            |_, _| match &path {
+                Some(path) => super::state::read(path),
+                None => Ok(None),
+            },
+        )
+    }
+
+    fn put(&mut self, data: String) -> HostResult<()> {
+        let call = Call {
+            operation: "state.put",
+            arguments: json!({"bytes": data.len()}),
+            requests: vec![Request::State],
+        };
+        let path = self.state_path.clone();
+        self.dispatch(
+            call,
+            |_, _| None,
+            |_, _| match &path {
+                Some(path) => super::state::write(path, &data),
+                None => Err(HostError::Denied(
+                    "this call has no attachment to keep plugin state for (IPAM delegate, GC or STATUS)"
+                        .into(),
+                )),
+            },
+        )
     }
 }
 

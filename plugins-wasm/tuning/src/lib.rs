@@ -1,17 +1,20 @@
 //! tuning: a chained plugin that writes sysctls in the container namespace
 //! and changes the MAC address, MTU, promiscuous and all-multicast modes and
 //! transmit queue length of the container interface `CNI_IFNAME`, passing
-//! prevResult through.
+//! prevResult through. DEL puts back the link attributes that ADD changed.
 
 mod config;
+mod restore;
 
 use cniwasm_plugin_sdk::cniwasm_types;
 use cniwasm_plugin_sdk::link::{self, LinkInfo, LinkSettings};
 use cniwasm_plugin_sdk::{
-    AddOutput, CniError, HostResultExt, Invocation, Netns, Plugin, PluginConfig, codes, sysctl,
+    AddOutput, CniError, HostResultExt, Invocation, Netns, Plugin, PluginConfig, codes,
+    describe_host_error, logging, state, sysctl,
 };
 
 use crate::config::TuningConfig;
+use crate::restore::Original;
 
 /// The tuning plugin.
 pub struct Tuning;
@@ -28,12 +31,8 @@ impl Plugin for Tuning {
             ))?;
         }
 
-        // TODO: the reference plugin saves the original MAC, MTU,
-        // promiscuous and all-multicast modes and queue length to a file before changing them, and DEL restores
-        // them. This plugin has no files, so restoring needs state that the
-        // host keeps per attachment. Until the host API offers that, a link
-        // that outlives the chain keeps the tuned values after DEL.
         if options.changes_link() {
+            save_original(&inv.ifname, &options)?;
             apply_link_settings(&inv.ifname, &options)?;
         }
         if let Some(mac) = &options.mac {
@@ -42,10 +41,15 @@ impl Plugin for Tuning {
         Ok(AddOutput::Result(result))
     }
 
-    /// Parses the configuration so that a broken one still fails, and
-    /// otherwise does nothing: see the TODO in ADD about restoring.
+    /// Puts back the link attributes that ADD saved. As in the reference
+    /// plugin, only a broken configuration fails DEL: a link that is gone
+    /// or refuses a value is logged and skipped.
     fn del(inv: &Invocation, config: &PluginConfig) -> Result<(), CniError> {
-        TuningConfig::parse(config, inv).map(|_| ())
+        TuningConfig::parse(config, inv)?;
+        if inv.netns.is_some() {
+            restore_original(&inv.ifname);
+        }
+        Ok(())
     }
 
     fn check(inv: &Invocation, config: &PluginConfig) -> Result<(), CniError> {
@@ -85,6 +89,56 @@ fn require_prev_result(config: &PluginConfig) -> Result<&cniwasm_types::Result, 
             "required prevResult missing: tuning is a chained plugin, so list it after a plugin that creates the interface",
         )
     })
+}
+
+/// Saves the current values of the attributes that ADD changes, so that DEL
+/// can put them back.
+fn save_original(ifname: &str, options: &TuningConfig) -> Result<(), CniError> {
+    let info = link::get(Netns::Container, ifname)
+        .context(&format!("failed to read {ifname:?} in the container"))?
+        .ok_or_else(|| {
+            CniError::new(
+                codes::INTERNAL,
+                format!("interface {ifname:?} not found in the container: list tuning after the plugin that creates it"),
+            )
+        })?;
+
+    let original = Original::of(&info, options);
+    let text = serde_json::to_string(&original).expect("the saved settings serialise");
+    state::put(&text).context(&format!(
+        "failed to save the original settings of {ifname:?}"
+    ))
+}
+
+/// Applies the settings that ADD saved, logging what fails.
+fn restore_original(ifname: &str) {
+    let text = match state::get() {
+        Ok(Some(text)) => text,
+        Ok(None) => return,
+        Err(error) => {
+            let reason = describe_host_error(&error);
+            logging::warn(&format!(
+                "failed to read the saved settings of {ifname:?}: {reason}"
+            ));
+            return;
+        }
+    };
+    let original: Original = match serde_json::from_str(&text) {
+        Ok(original) => original,
+        Err(error) => {
+            logging::warn(&format!(
+                "ignoring invalid saved settings of {ifname:?}: {error}"
+            ));
+            return;
+        }
+    };
+
+    if let Err(error) = link::configure(Netns::Container, ifname, &original.settings()) {
+        let reason = describe_host_error(&error);
+        logging::warn(&format!(
+            "failed to restore the settings of {ifname:?}: {reason}"
+        ));
+    }
 }
 
 /// Applies every configured link attribute in one host call.
@@ -164,7 +218,7 @@ mod tests {
 
     use super::*;
 
-    fn link_info() -> LinkInfo {
+    pub(crate) fn link_info() -> LinkInfo {
         LinkInfo {
             name: "eth0".into(),
             index: 3,
