@@ -73,6 +73,44 @@ fn saved_rules(family: Family) -> Vec<String> {
     rules.map(str::to_string).collect()
 }
 
+/// Options whose lock file, and so the size hint, are in `dir`.
+fn options_in(dir: &std::path::Path) -> FirewallOptions {
+    FirewallOptions {
+        lock_path: dir.join("iptables.lock"),
+        localnet: None,
+    }
+}
+
+/// Maps TCP `host_port` to port 80 of `address`, with SNAT as in the seed chain.
+fn port_map(address: &str, host_port: u16) -> PortMapSpec {
+    PortMapSpec {
+        container_address: address.parse().unwrap(),
+        mappings: vec![crate::kernel::PortMapping {
+            host_port,
+            container_port: 80,
+            protocol: crate::kernel::Protocol::Tcp,
+            host_ip: None,
+        }],
+        snat: true,
+        masq_all: false,
+        mark_bit: 13,
+    }
+}
+
+/// Appends `count` POSTROUTING rules, as the masquerade jumps of that many
+/// containers would.
+fn fill_postrouting(count: usize) {
+    let mut script = String::from("*nat\n");
+    for index in 0..count {
+        let (high, low) = (index / 250, index % 250 + 1);
+        script.push_str(&format!(
+            "-A POSTROUTING -s 10.250.{high}.{low}/32 -j ACCEPT\n"
+        ));
+    }
+    script.push_str("COMMIT\n");
+    run_with_input("iptables-restore", &["--noflush"], &script);
+}
+
 fn owner(container_id: &str) -> Owner {
     Owner {
         network: "mynet".into(),
@@ -182,36 +220,21 @@ fn port_mappings_listed_after_large_postrouting() {
     privileged("port_mappings_listed_after_large_postrouting", || {
         // One masquerade jump per simulated container, as bridge with ipMasq
         // leaves them, so the firewall switches to listing chain by chain.
-        let mut script = String::from("*nat\n");
-        for index in 0..LIST_FROM_POSTROUTING_RULES {
-            let (high, low) = (index / 250, index % 250 + 1);
-            script.push_str(&format!(
-                "-A POSTROUTING -s 10.250.{high}.{low}/32 -j ACCEPT\n"
-            ));
-        }
-        script.push_str("COMMIT\n");
-        run_with_input("iptables-restore", &["--noflush"], &script);
+        fill_postrouting(LIST_FROM_POSTROUTING_RULES);
 
-        let mut firewall = IptablesFirewall::new(FirewallOptions::default());
+        let hint_dir = tempfile::tempdir().unwrap();
+        let mut firewall = IptablesFirewall::new(options_in(hint_dir.path()));
         let owner = owner("listed");
         let address = "10.244.10.2/24".parse().unwrap();
         firewall.add_masquerade(&owner, address).unwrap();
+        // A first ADD reads only the owner's chain, and a check reads
+        // POSTROUTING too.
+        firewall.check_masquerade(&owner, address).unwrap();
         let port_chains = 7;
         assert!(firewall.lists_each(Family::V4, &vec![POSTROUTING; port_chains]));
         assert!(!firewall.lists_each(Family::V6, &vec![POSTROUTING; port_chains]));
 
-        let spec = PortMapSpec {
-            container_address: "10.244.10.2/24".parse().unwrap(),
-            mappings: vec![crate::kernel::PortMapping {
-                host_port: 9090,
-                container_port: 80,
-                protocol: crate::kernel::Protocol::Tcp,
-                host_ip: None,
-            }],
-            snat: true,
-            masq_all: false,
-            mark_bit: 13,
-        };
+        let spec = port_map("10.244.10.2/24", 9090);
         firewall.add_port_mappings(&owner, &spec).unwrap();
         let first = saved_rules(Family::V4);
         firewall.add_port_mappings(&owner, &spec).unwrap();
@@ -233,5 +256,49 @@ fn port_mappings_listed_after_large_postrouting() {
         // The 5 rules of the shared chains and built-in jumps stay.
         let left = saved_rules(Family::V4);
         assert_eq!(left.len(), LIST_FROM_POSTROUTING_RULES + 5, "{left:#?}");
+    });
+}
+
+/// A later process in the same namespace starts from the POSTROUTING size
+/// an earlier one found. A second owner's port mappings then skip the
+/// CNI-HOSTPORT-DNAT listing, and must still keep the first owner's entry
+/// rules, which a declaration of that chain would flush.
+#[test]
+fn size_hint_carries_to_next_firewall() {
+    privileged("size_hint_carries_to_next_firewall", || {
+        fill_postrouting(LIST_FROM_POSTROUTING_RULES);
+        let hint_dir = tempfile::tempdir().unwrap();
+        let port_chains = vec![POSTROUTING; 7];
+
+        let mut first_process = IptablesFirewall::new(options_in(hint_dir.path()));
+        assert!(!first_process.lists_each(Family::V4, &port_chains));
+        let first = owner("first");
+        first_process
+            .add_port_mappings(&first, &port_map("10.244.10.2/24", 9090))
+            .unwrap();
+        let before = saved_rules(Family::V4);
+        drop(first_process);
+
+        let mut second_process = IptablesFirewall::new(options_in(hint_dir.path()));
+        assert!(second_process.lists_each(Family::V4, &port_chains));
+        let second = owner("second");
+        let second_spec = port_map("10.244.10.3/24", 9091);
+        second_process
+            .add_port_mappings(&second, &second_spec)
+            .unwrap();
+
+        let after = saved_rules(Family::V4);
+        for line in &before {
+            assert!(after.contains(line), "{line} lost: {after:#?}");
+        }
+        // The owner's chain gets two mark rules (hairpin and localhost
+        // traffic) and a DNAT rule, and CNI-HOSTPORT-DNAT one jump to it.
+        assert_eq!(after.len(), before.len() + 4, "{after:#?}");
+        second_process
+            .check_port_mappings(&second, &second_spec)
+            .unwrap();
+        second_process
+            .check_port_mappings(&first, &port_map("10.244.10.2/24", 9090))
+            .unwrap();
     });
 }

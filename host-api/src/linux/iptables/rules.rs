@@ -14,8 +14,9 @@ pub(crate) const HOSTPORT_DNAT: &str = "CNI-HOSTPORT-DNAT";
 pub(crate) const HOSTPORT_SETMARK: &str = "CNI-HOSTPORT-SETMARK";
 pub(crate) const HOSTPORT_MASQ: &str = "CNI-HOSTPORT-MASQ";
 pub(crate) const POSTROUTING: &str = "POSTROUTING";
+pub(crate) const PREROUTING: &str = "PREROUTING";
 /// The built-in chains of the nat table, which always exist.
-pub(crate) const NAT_BUILTIN_CHAINS: [&str; 4] = ["PREROUTING", "INPUT", "OUTPUT", POSTROUTING];
+pub(crate) const NAT_BUILTIN_CHAINS: [&str; 4] = [PREROUTING, "INPUT", "OUTPUT", POSTROUTING];
 
 /// The kernel's limit of ports in one `multiport` match.
 const MAX_MULTIPORT_PORTS: usize = 15;
@@ -242,7 +243,7 @@ fn shared_port_map_rules(spec: &PortMapSpec) -> (Vec<&'static str>, Vec<(Rule, P
     let local_jump = format!("-m addrtype --dst-type LOCAL -j {HOSTPORT_DNAT}");
     let mut chains = vec![HOSTPORT_DNAT];
     let mut rules = vec![
-        (Rule::new("PREROUTING", &local_jump), Position::Append),
+        (Rule::new(PREROUTING, &local_jump), Position::Append),
         (Rule::new("OUTPUT", &local_jump), Position::Append),
     ];
     if !spec.snat {

@@ -72,6 +72,17 @@ impl SavedTable {
         self.rules.contains(rule)
     }
 
+    /// Records that `chain` exists without listing it, for a caller that
+    /// knows so from a jump to it: a jump needs its target chain.
+    pub(crate) fn note_chain(&mut self, chain: &str) {
+        self.chains.insert(chain.to_string());
+    }
+
+    /// Tells whether a rule of `chain` jumps to `target`.
+    pub(crate) fn has_jump(&self, chain: &str, target: &str) -> bool {
+        !self.jumps(chain, target).is_empty()
+    }
+
     /// Returns the rules of `chain` that jump to `target`, once per occurrence.
     fn jumps(&self, chain: &str, target: &str) -> Vec<&Rule> {
         let jumps = self.rules.iter().filter(|rule| rule.chain == chain);
