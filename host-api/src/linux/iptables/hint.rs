@@ -6,7 +6,7 @@
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-/// The file of the calling thread's network namespace, or none when that
+/// The hint file of the calling thread's network namespace, or none when that
 /// namespace could not be identified.
 pub(super) struct SizeHint {
     path: Option<PathBuf>,
@@ -30,7 +30,7 @@ impl SizeHint {
         Self { path }
     }
 
-    /// Returns the counts the file holds, IPv4 first, or zeros when it is
+    /// Returns the counts in the file, IPv4 first, or zeros when it is
     /// missing or unreadable.
     pub(super) fn load(&self) -> [usize; 2] {
         let Some(path) = &self.path else {
