@@ -505,14 +505,16 @@ impl Firewall for IptablesFirewall {
         let family = Family::of(address.addr());
         let _lock = self.lock(&operation)?;
 
-        // A jump needs its target chain, so while the owner's chain does not
-        // exist, POSTROUTING contains none of the owner's rules. POSTROUTING
-        // grows by one rule per masqueraded container, so a first ADD reads
-        // only the owner's chain.
-        let mut state = self.read_nat(family, &operation, &[&chain])?;
-        if state.has_chain(&chain) {
-            state = self.read_nat(family, &operation, &[POSTROUTING, &chain])?;
+        // Most calls come from an owner's first ADD, and then creating the
+        // owner's chain with `-N` succeeds and needs no read of the table.
+        // When the chain exists, `-N` fails the whole script, which changes
+        // nothing, and the call reads the chains it needs.
+        let first_try = script::new_chain_script(&chain, &rules);
+        match restore(family, &operation, &first_try) {
+            Ok(()) => return Ok(()),
+            Err(error) => tracing::debug!(%error, "owner chain exists, reading its rules"),
         }
+        let state = self.read_nat(family, &operation, &[POSTROUTING, &chain])?;
 
         apply(
             family,

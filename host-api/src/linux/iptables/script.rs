@@ -200,6 +200,17 @@ pub(crate) fn add_masquerade_script(
     script
 }
 
+/// Creates `chain` with `-N` and appends `rules`. The whole script fails,
+/// and changes nothing, when the chain exists already.
+pub(crate) fn new_chain_script(chain: &str, rules: &[Rule]) -> RestoreScript {
+    let mut script = RestoreScript::default();
+    script.commands.push(format!("-N {chain}"));
+    for rule in rules {
+        script.add(rule, Position::Append);
+    }
+    script
+}
+
 /// Deletes the POSTROUTING jumps to the owner's masquerade chain and the chain.
 pub(crate) fn remove_masquerade_script(state: &SavedTable, chain: &str) -> RestoreScript {
     let mut script = RestoreScript::default();
