@@ -43,6 +43,21 @@ impl SizeHint {
         [counts.next().unwrap_or(0), counts.next().unwrap_or(0)]
     }
 
+    /// Removes the file, as when the table became small again. A missing
+    /// file is not an error.
+    pub(super) fn clear(&self) {
+        let Some(path) = &self.path else {
+            return;
+        };
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::debug!(error = %err, path = %path.display(), "failed to remove the nat size hint");
+            }
+        }
+    }
+
     /// Writes the counts. The caller holds the iptables lock, so writers do
     /// not interleave. A failure is only logged, since the file is an
     /// optimisation.

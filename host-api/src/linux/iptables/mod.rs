@@ -216,10 +216,18 @@ impl IptablesFirewall {
             return;
         }
         let count = table.rule_count(POSTROUTING);
-        let known = &self.postrouting_rules[family.index()];
-        if known.replace(count) != count {
-            self.hint
-                .store(self.postrouting_rules.each_ref().map(Cell::get));
+        let large = |rules: usize| rules >= LIST_FROM_POSTROUTING_RULES;
+        let before = self.postrouting_rules[family.index()].replace(count);
+        if large(before) == large(count) {
+            return;
+        }
+
+        // Only a large table needs the file, so hosts with small tables, and
+        // tests, leave none behind.
+        let counts = self.postrouting_rules.each_ref().map(Cell::get);
+        match counts.into_iter().any(large) {
+            true => self.hint.store(counts),
+            false => self.hint.clear(),
         }
     }
 

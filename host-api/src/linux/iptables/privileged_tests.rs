@@ -111,6 +111,15 @@ fn fill_postrouting(count: usize) {
     run_with_input("iptables-restore", &["--noflush"], &script);
 }
 
+/// Returns the names of the size hint files in `dir`.
+fn hint_files(dir: &std::path::Path) -> Vec<String> {
+    let names = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name());
+    let names = names.map(|name| name.to_string_lossy().into_owned());
+    names.filter(|name| name.starts_with("nat-size-")).collect()
+}
+
 fn owner(container_id: &str) -> Owner {
     Owner {
         network: "mynet".into(),
@@ -278,6 +287,7 @@ fn size_hint_carries_to_next_firewall() {
             .unwrap();
         let before = saved_rules(Family::V4);
         drop(first_process);
+        assert_eq!(hint_files(hint_dir.path()).len(), 1);
 
         let mut second_process = IptablesFirewall::new(options_in(hint_dir.path()));
         assert!(second_process.lists_each(Family::V4, &port_chains));
@@ -300,5 +310,24 @@ fn size_hint_carries_to_next_firewall() {
         second_process
             .check_port_mappings(&first, &port_map("10.244.10.2/24", 9090))
             .unwrap();
+    });
+}
+
+#[test]
+fn small_table_leaves_no_hint() {
+    privileged("small_table_leaves_no_hint", || {
+        let hint_dir = tempfile::tempdir().unwrap();
+        let mut firewall = IptablesFirewall::new(options_in(hint_dir.path()));
+        let owner = owner("small");
+        let address = "10.244.10.2/24".parse().unwrap();
+
+        firewall.add_masquerade(&owner, address).unwrap();
+        firewall.check_masquerade(&owner, address).unwrap();
+        firewall
+            .add_port_mappings(&owner, &port_map("10.244.10.2/24", 9090))
+            .unwrap();
+        firewall.remove_masquerade(&owner).unwrap();
+
+        assert_eq!(hint_files(hint_dir.path()), Vec::<String>::new());
     });
 }
