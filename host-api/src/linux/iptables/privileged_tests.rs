@@ -73,14 +73,6 @@ fn saved_rules(family: Family) -> Vec<String> {
     rules.map(str::to_string).collect()
 }
 
-/// Options whose lock file, and so the size hint, are in `dir`.
-fn options_in(dir: &std::path::Path) -> FirewallOptions {
-    FirewallOptions {
-        lock_path: dir.join("iptables.lock"),
-        localnet: None,
-    }
-}
-
 /// Maps TCP `host_port` to port 80 of `address`, with SNAT as in the seed chain.
 fn port_map(address: &str, host_port: u16) -> PortMapSpec {
     PortMapSpec {
@@ -109,15 +101,6 @@ fn fill_postrouting(count: usize) {
     }
     script.push_str("COMMIT\n");
     run_with_input("iptables-restore", &["--noflush"], &script);
-}
-
-/// Returns the names of the size hint files in `dir`.
-fn hint_files(dir: &std::path::Path) -> Vec<String> {
-    let names = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name());
-    let names = names.map(|name| name.to_string_lossy().into_owned());
-    names.filter(|name| name.starts_with("nat-size-")).collect()
 }
 
 fn owner(container_id: &str) -> Owner {
@@ -231,8 +214,7 @@ fn port_mappings_listed_after_large_postrouting() {
         // leaves them, so the firewall switches to listing chain by chain.
         fill_postrouting(LIST_FROM_POSTROUTING_RULES);
 
-        let hint_dir = tempfile::tempdir().unwrap();
-        let mut firewall = IptablesFirewall::new(options_in(hint_dir.path()));
+        let mut firewall = IptablesFirewall::new(FirewallOptions::default());
         let owner = owner("listed");
         let address = "10.244.10.2/24".parse().unwrap();
         firewall.add_masquerade(&owner, address).unwrap();
@@ -268,66 +250,68 @@ fn port_mappings_listed_after_large_postrouting() {
     });
 }
 
-/// A later process in the same namespace starts from the POSTROUTING size
-/// an earlier one found. A second owner's port mappings then skip the
-/// CNI-HOSTPORT-DNAT listing, and must still keep the first owner's entry
-/// rules, which a declaration of that chain would flush.
+/// The script of a new owner's port mappings commits only where every
+/// shared rule exists and the owner's chain does not, and otherwise fails
+/// as a whole, so the table stays as it was.
 #[test]
-fn size_hint_carries_to_next_firewall() {
-    privileged("size_hint_carries_to_next_firewall", || {
-        fill_postrouting(LIST_FROM_POSTROUTING_RULES);
-        let hint_dir = tempfile::tempdir().unwrap();
-        let port_chains = vec![POSTROUTING; 7];
-
-        let mut first_process = IptablesFirewall::new(options_in(hint_dir.path()));
-        assert!(!first_process.lists_each(Family::V4, &port_chains));
+fn new_owner_script_all_or_nothing() {
+    privileged("new_owner_script_all_or_nothing", || {
+        let mut firewall = IptablesFirewall::new(FirewallOptions::default());
         let first = owner("first");
-        first_process
+        let second = owner("second");
+        let spec = port_map("10.244.10.3/24", 9091);
+        let second_rules = rules::port_map_rules(&second, &spec).unwrap();
+        let script = script::new_port_mappings_script(&second_rules).unwrap();
+
+        // No shared chains yet: the script fails and adds nothing.
+        restore(Family::V4, "test", &script).unwrap_err();
+        assert!(saved_rules(Family::V4).is_empty());
+
+        // The first owner's ADD creates the shared chains and rules.
+        firewall
             .add_port_mappings(&first, &port_map("10.244.10.2/24", 9090))
             .unwrap();
-        let before = saved_rules(Family::V4);
-        drop(first_process);
-        assert_eq!(hint_files(hint_dir.path()).len(), 1);
-
-        let mut second_process = IptablesFirewall::new(options_in(hint_dir.path()));
-        assert!(second_process.lists_each(Family::V4, &port_chains));
-        let second = owner("second");
-        let second_spec = port_map("10.244.10.3/24", 9091);
-        second_process
-            .add_port_mappings(&second, &second_spec)
-            .unwrap();
-
+        let shared_only = saved_rules(Family::V4);
+        restore(Family::V4, "test", &script).unwrap();
         let after = saved_rules(Family::V4);
-        for line in &before {
-            assert!(after.contains(line), "{line} lost: {after:#?}");
-        }
-        // The owner's chain gets two mark rules (hairpin and localhost
-        // traffic) and a DNAT rule, and CNI-HOSTPORT-DNAT one jump to it.
-        assert_eq!(after.len(), before.len() + 4, "{after:#?}");
-        second_process
-            .check_port_mappings(&second, &second_spec)
-            .unwrap();
-        second_process
-            .check_port_mappings(&first, &port_map("10.244.10.2/24", 9090))
-            .unwrap();
+        // Two mark rules and a DNAT rule in the owner's chain, one jump.
+        assert_eq!(after.len(), shared_only.len() + 4, "{after:#?}");
+        firewall.check_port_mappings(&second, &spec).unwrap();
+
+        // The owner's chain exists now: the script fails and changes nothing.
+        restore(Family::V4, "test", &script).unwrap_err();
+        assert_eq!(saved_rules(Family::V4), after);
     });
 }
 
+/// A new owner's port mappings on a node where a shared rule went missing
+/// restore that rule and keep the other owners' rules.
 #[test]
-fn small_table_leaves_no_hint() {
-    privileged("small_table_leaves_no_hint", || {
-        let hint_dir = tempfile::tempdir().unwrap();
-        let mut firewall = IptablesFirewall::new(options_in(hint_dir.path()));
-        let owner = owner("small");
-        let address = "10.244.10.2/24".parse().unwrap();
-
-        firewall.add_masquerade(&owner, address).unwrap();
-        firewall.check_masquerade(&owner, address).unwrap();
+fn port_mappings_repair_shared_rule() {
+    privileged("port_mappings_repair_shared_rule", || {
+        let mut firewall = IptablesFirewall::new(FirewallOptions::default());
+        let first = owner("first");
         firewall
-            .add_port_mappings(&owner, &port_map("10.244.10.2/24", 9090))
+            .add_port_mappings(&first, &port_map("10.244.10.2/24", 9090))
             .unwrap();
-        firewall.remove_masquerade(&owner).unwrap();
+        let complete = saved_rules(Family::V4);
+        let mark_rule = complete
+            .iter()
+            .find(|line| line.starts_with("-A CNI-HOSTPORT-SETMARK "))
+            .unwrap()
+            .clone();
+        let deletion = format!("*nat\n{}\nCOMMIT\n", mark_rule.replacen("-A", "-D", 1));
+        run_with_input("iptables-restore", &["--noflush"], &deletion);
 
-        assert_eq!(hint_files(hint_dir.path()), Vec::<String>::new());
+        let second = owner("second");
+        let spec = port_map("10.244.10.3/24", 9091);
+        firewall.add_port_mappings(&second, &spec).unwrap();
+
+        let after = saved_rules(Family::V4);
+        for line in &complete {
+            assert!(after.contains(line), "{line} missing: {after:#?}");
+        }
+        assert_eq!(after.len(), complete.len() + 4, "{after:#?}");
+        firewall.check_port_mappings(&second, &spec).unwrap();
     });
 }

@@ -14,7 +14,7 @@ pub(crate) const HOSTPORT_DNAT: &str = "CNI-HOSTPORT-DNAT";
 pub(crate) const HOSTPORT_SETMARK: &str = "CNI-HOSTPORT-SETMARK";
 pub(crate) const HOSTPORT_MASQ: &str = "CNI-HOSTPORT-MASQ";
 pub(crate) const POSTROUTING: &str = "POSTROUTING";
-pub(crate) const PREROUTING: &str = "PREROUTING";
+const PREROUTING: &str = "PREROUTING";
 /// The built-in chains of the nat table, which always exist.
 pub(crate) const NAT_BUILTIN_CHAINS: [&str; 4] = [PREROUTING, "INPUT", "OUTPUT", POSTROUTING];
 

@@ -72,17 +72,6 @@ impl SavedTable {
         self.rules.contains(rule)
     }
 
-    /// Records that `chain` exists without listing it, for a caller that
-    /// knows so from a jump to it: a jump needs its target chain.
-    pub(crate) fn note_chain(&mut self, chain: &str) {
-        self.chains.insert(chain.to_string());
-    }
-
-    /// Tells whether a rule of `chain` jumps to `target`.
-    pub(crate) fn has_jump(&self, chain: &str, target: &str) -> bool {
-        !self.jumps(chain, target).is_empty()
-    }
-
     /// Returns the rules of `chain` that jump to `target`, once per occurrence.
     fn jumps(&self, chain: &str, target: &str) -> Vec<&Rule> {
         let jumps = self.rules.iter().filter(|rule| rule.chain == chain);
@@ -198,6 +187,28 @@ pub(crate) fn add_masquerade_script(
         }
     }
     script
+}
+
+/// Adds the port mappings of an owner whose chain does not exist yet, on a
+/// node that has every shared rule: checks each shared rule with `-C`,
+/// creates the owner's chain with `-N`, and appends its rules and entry
+/// rules. The whole script fails, and changes nothing, when a shared rule is
+/// missing or the owner's chain exists. `None` when there is nothing to map.
+pub(crate) fn new_port_mappings_script(rules: &PortMapRules) -> Option<RestoreScript> {
+    if rules.dnat_rules.is_empty() {
+        return None;
+    }
+    let mut script = RestoreScript::default();
+    for (rule, _) in &rules.shared_rules {
+        script
+            .commands
+            .push(format!("-C {} {}", rule.chain, rule.spec));
+    }
+    script.commands.push(format!("-N {}", rules.dnat_chain));
+    for rule in rules.dnat_rules.iter().chain(&rules.entry_rules) {
+        script.add(rule, Position::Append);
+    }
+    Some(script)
 }
 
 /// Creates `chain` with `-N` and appends `rules`. The whole script fails,
