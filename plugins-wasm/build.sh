@@ -18,7 +18,7 @@ mkdir -p out
 # Each entry is <cargo artifact>:<CNI type>. The static package is named
 # static-ipam because `static` is a Rust keyword.
 for entry in bridge:bridge host_local:host-local portmap:portmap loopback:loopback \
-    static_ipam:static ptp:ptp tuning:tuning; do
+    static_ipam:static ptp:ptp tuning:tuning firewall:firewall; do
     crate=${entry%%:*}
     plugin_type=${entry#*:}
     cp "$release/$crate.wasm" "out/$plugin_type.wasm"

@@ -1,6 +1,7 @@
 //! Chains that mix wasm plugins with a native reference plugin
-//! (`/usr/lib/cni/firewall`, which has no wasm build), run by the exec
-//! protocol when the policy allows native plugins.
+//! (`/usr/lib/cni/firewall`), run by the exec protocol when the policy
+//! allows native plugins. `CNI_PATH` holds only the bridge and host-local
+//! wasm files, so the type `firewall` resolves to the native executable.
 
 use cniwasm_integration_tests::reference::REFERENCE_PLUGIN_DIR;
 use cniwasm_integration_tests::{Netns, Scenario, plugin_dir, require_root};
@@ -19,8 +20,14 @@ fn mixed_list() -> String {
     .to_string()
 }
 
-fn cni_path() -> String {
-    format!("{}:{REFERENCE_PLUGIN_DIR}", plugin_dir().display())
+/// Links the bridge and host-local wasm plugins into `dir` and returns a
+/// `CNI_PATH` of `dir` and the reference plugins.
+fn cni_path(dir: &std::path::Path) -> String {
+    for plugin in ["bridge.wasm", "host-local.wasm"] {
+        std::os::unix::fs::symlink(plugin_dir().join(plugin), dir.join(plugin))
+            .expect("linking a wasm plugin");
+    }
+    format!("{}:{REFERENCE_PLUGIN_DIR}", dir.display())
 }
 
 #[test]
@@ -32,7 +39,8 @@ fn native_firewall_runs_after_wasm_plugins() {
     scenario.write_config("10-mixnet.conflist", &mixed_list());
     let container = Netns::create("cwc");
     let netns = container.path().display().to_string();
-    let cni_path = cni_path();
+    let wasm_dir = tempfile::tempdir().expect("a temporary directory");
+    let cni_path = cni_path(wasm_dir.path());
 
     let output = scenario.cniwasm(&["add", "mixnet", &netns], &[("CNI_PATH", &cni_path)]);
     output.assert_success();
@@ -71,7 +79,8 @@ fn native_plugin_refused_by_enforcing_policy() {
     std::fs::write(&policy, r#"{"mode": "enforce"}"#).unwrap();
     let container = Netns::create("cwc");
     let links_before = scenario.host.link_names();
-    let cni_path = cni_path();
+    let wasm_dir = tempfile::tempdir().expect("a temporary directory");
+    let cni_path = cni_path(wasm_dir.path());
 
     let output = scenario.cniwasm(
         &["add", "mixnet", container.path().to_str().unwrap()],

@@ -67,6 +67,9 @@ pub struct HostContext {
     counters: CallCounters,
     /// The file behind the `state` interface; `None` serves no blob.
     state_path: Option<PathBuf>,
+    /// The addresses of the `prevResult` the runtime passed to this call,
+    /// which forwarding rules may be removed for; `None` when it passed none.
+    result_addresses: Option<Vec<IpAddr>>,
 }
 
 /// Parameters of [`HostContext::new`].
@@ -113,7 +116,16 @@ impl HostContext {
             audit_context: options.audit_context,
             counters: CallCounters::default(),
             state_path: None,
+            result_addresses: None,
         }
+    }
+
+    /// Records the addresses of the `prevResult` the runtime passed to the
+    /// plugin: the attachment's addresses as the runtime knows them, which
+    /// a DEL may remove forwarding rules for once the container is gone.
+    pub fn with_result_addresses(mut self, addresses: Vec<IpAddr>) -> Self {
+        self.result_addresses = Some(addresses);
+        self
     }
 
     /// Serves the `state` interface from the file at `path`, which the
@@ -157,6 +169,7 @@ impl HostContext {
             audit_context: AuditContext::default(),
             counters: CallCounters::default(),
             state_path: None,
+            result_addresses: None,
         }
     }
 

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 /// The host interfaces of the `cniwasm:host` package a policy can grant.
 pub const HOST_INTERFACES: &[&str] = &[
-    "link", "address", "route", "sysctl", "nat", "ipam", "state", "log",
+    "link", "address", "route", "sysctl", "nat", "filter", "ipam", "state", "log",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +223,16 @@ struct RawMasqueradeRules {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawFilterRules {
+    mode: Option<Mode>,
+    #[serde(default)]
+    addresses: Vec<String>,
+    #[serde(default)]
+    admin_chains: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawPluginPolicy {
     digest: Option<String>,
     mode: Option<Mode>,
@@ -233,6 +243,7 @@ struct RawPluginPolicy {
     sysctls: Option<RawSysctlRules>,
     port_mappings: Option<RawPortRules>,
     masquerade: Option<RawMasqueradeRules>,
+    filter: Option<RawFilterRules>,
     ipam_state: Option<bool>,
     #[serde(default)]
     limits: Limits,
@@ -252,7 +263,7 @@ struct RawPolicy {
 mod rules;
 
 pub use rules::{
-    LinkRules, MasqueradeRules, PortRules, SubnetRules, SysctlRules, sysctl_slash_form,
+    FilterRules, LinkRules, MasqueradeRules, PortRules, SubnetRules, SysctlRules, sysctl_slash_form,
 };
 
 /// One plugin's entry, validated.
@@ -269,6 +280,7 @@ pub struct PluginPolicy {
     pub sysctls: Option<SysctlRules>,
     pub port_mappings: Option<PortRules>,
     pub masquerade: Option<MasqueradeRules>,
+    pub filter: Option<FilterRules>,
     /// Whether the plugin, run as an IPAM delegate, gets its network's state directory.
     pub ipam_state: bool,
     pub limits: Limits,
@@ -404,6 +416,10 @@ impl PluginPolicy {
                 .masquerade
                 .map(|r| MasqueradeRules::validate(r, mode, &format!("{field}.masquerade")))
                 .transpose()?,
+            filter: raw
+                .filter
+                .map(|r| FilterRules::validate(r, mode, &format!("{field}.filter")))
+                .transpose()?,
             ipam_state: raw.ipam_state.unwrap_or(true),
             limits: validate_limits(raw.limits, field)?,
         })
@@ -538,6 +554,14 @@ pub enum Request<'a> {
     },
     /// Removing the attachment's own port mappings.
     RemovePortMappings,
+    /// Accept rules in `CNI-FORWARD` for one container address.
+    ForwardAddress {
+        address: IpAddr,
+    },
+    /// The admin chain `CNI-FORWARD` jumps to.
+    AdminChain {
+        name: &'a str,
+    },
     Ipam,
     /// Reading or writing the plugin's blob for the attachment.
     State,
@@ -559,6 +583,7 @@ impl Request<'_> {
             Request::PortMapping { .. }
             | Request::Masquerade { .. }
             | Request::RemovePortMappings => "nat",
+            Request::ForwardAddress { .. } | Request::AdminChain { .. } => "filter",
             Request::Ipam => "ipam",
             Request::State => "state",
             Request::Log => "log",
@@ -836,6 +861,30 @@ mod tests {
         assert_eq!(decision.rule, "imports");
         assert_eq!(portmap.check_import("nat").verdict, Verdict::Allow);
         assert_eq!(portmap.check_import("link").verdict, Verdict::Deny);
+    }
+
+    #[test]
+    fn filter_section_checked() {
+        let text = r#"{"plugins": {"firewall": {"filter": {
+            "addresses": ["10.244.0.0/16"], "adminChains": ["CNI-ADMIN", "ADMIN-*"]}}}}"#;
+        let firewall = Policy::from_json(text)
+            .unwrap()
+            .for_plugin("firewall")
+            .clone();
+        let address = |text: &str| Request::ForwardAddress {
+            address: text.parse().unwrap(),
+        };
+
+        assert_eq!(
+            firewall.check(&address("10.244.3.4")).verdict,
+            Verdict::Allow
+        );
+        let outside = firewall.check(&address("10.99.0.2"));
+        assert_eq!(outside.verdict, Verdict::Deny);
+        assert_eq!(outside.rule, "filter.addresses");
+        let admin = |name| firewall.check(&Request::AdminChain { name }).verdict;
+        assert_eq!(admin("ADMIN-1"), Verdict::Allow);
+        assert_eq!(admin("INPUT"), Verdict::Deny);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ipnet::IpNet;
 
 use crate::kernel::{
-    BridgeSpec, Firewall, Kernel, KernelError, KernelErrorKind, LinkInfo, LinkSettings, Namespace,
-    Netlink, Owner, PortMapSpec, RouteSpec, Sysctl, VethSpec,
+    BridgeSpec, Firewall, ForwardFilter, ForwardSpec, Kernel, KernelError, KernelErrorKind,
+    LinkInfo, LinkSettings, Namespace, Netlink, Owner, PortMapSpec, RouteSpec, Sysctl, VethSpec,
 };
 
 /// One call to the fake kernel, with its arguments.
@@ -97,6 +97,15 @@ pub enum KernelCall {
     RemoveMasquerade {
         owner: Owner,
     },
+    AddForwardRules {
+        spec: ForwardSpec,
+    },
+    CheckForwardRules {
+        spec: ForwardSpec,
+    },
+    RemoveForwardRules {
+        addresses: Vec<IpAddr>,
+    },
 }
 
 /// The kind of a [`KernelCall`], to script failures by.
@@ -122,6 +131,9 @@ pub enum CallKind {
     AddMasquerade,
     CheckMasquerade,
     RemoveMasquerade,
+    AddForwardRules,
+    CheckForwardRules,
+    RemoveForwardRules,
 }
 
 impl KernelCall {
@@ -147,6 +159,9 @@ impl KernelCall {
             KernelCall::AddMasquerade { .. } => CallKind::AddMasquerade,
             KernelCall::CheckMasquerade { .. } => CallKind::CheckMasquerade,
             KernelCall::RemoveMasquerade { .. } => CallKind::RemoveMasquerade,
+            KernelCall::AddForwardRules { .. } => CallKind::AddForwardRules,
+            KernelCall::CheckForwardRules { .. } => CallKind::CheckForwardRules,
+            KernelCall::RemoveForwardRules { .. } => CallKind::RemoveForwardRules,
         }
     }
 
@@ -192,6 +207,10 @@ struct Model {
     sysctls: HashMap<(Namespace, String), String>,
     port_mappings: HashMap<Owner, Vec<PortMapSpec>>,
     masquerades: HashMap<Owner, Vec<IpNet>>,
+    /// Admin chains that exist, in creation order.
+    admin_chains: Vec<String>,
+    /// Addresses with accept rules in `CNI-FORWARD`.
+    forward_accepts: Vec<IpAddr>,
     failures: Vec<ScriptedFailure>,
     counts: HashMap<CallKind, usize>,
 }
@@ -235,7 +254,8 @@ impl RecordingKernel {
         let kernel = Kernel {
             netlink: Box::new(fake.clone()),
             sysctl: Box::new(fake.clone()),
-            firewall: Box::new(fake),
+            firewall: Box::new(fake.clone()),
+            filter: Box::new(fake),
         };
         (kernel, Recorder { shared })
     }
@@ -379,6 +399,16 @@ impl Recorder {
     pub fn masquerades(&self, owner: &Owner) -> Vec<IpNet> {
         let model = lock(&self.shared.model);
         model.masquerades.get(owner).cloned().unwrap_or_default()
+    }
+
+    /// Returns the addresses that have accept rules in `CNI-FORWARD`.
+    pub fn forward_accepts(&self) -> Vec<IpAddr> {
+        lock(&self.shared.model).forward_accepts.clone()
+    }
+
+    /// Returns the admin chains created so far.
+    pub fn admin_chains(&self) -> Vec<String> {
+        lock(&self.shared.model).admin_chains.clone()
     }
 }
 
@@ -871,6 +901,58 @@ impl Firewall for RecordingKernel {
     }
 }
 
+impl ForwardFilter for RecordingKernel {
+    fn add_forward_rules(&mut self, spec: &ForwardSpec) -> Result<(), KernelError> {
+        let call = KernelCall::AddForwardRules { spec: spec.clone() };
+        self.record(call, |model| {
+            if !model.admin_chains.contains(&spec.admin_chain) {
+                model.admin_chains.push(spec.admin_chain.clone());
+            }
+            for address in &spec.addresses {
+                if !model.forward_accepts.contains(address) {
+                    model.forward_accepts.push(*address);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn check_forward_rules(&mut self, spec: &ForwardSpec) -> Result<(), KernelError> {
+        let call = KernelCall::CheckForwardRules { spec: spec.clone() };
+        self.record(call, |model| {
+            let missing = spec
+                .addresses
+                .iter()
+                .find(|address| !model.forward_accepts.contains(address));
+            match (model.admin_chains.contains(&spec.admin_chain), missing) {
+                (false, _) => Err(not_found(
+                    Namespace::Host,
+                    "check forward rules".into(),
+                    format!("chain {}", spec.admin_chain),
+                )),
+                (true, Some(address)) => Err(not_found(
+                    Namespace::Host,
+                    "check forward rules".into(),
+                    format!("accept rules for {address}"),
+                )),
+                (true, None) => Ok(()),
+            }
+        })
+    }
+
+    fn remove_forward_rules(&mut self, addresses: &[IpAddr]) -> Result<(), KernelError> {
+        let call = KernelCall::RemoveForwardRules {
+            addresses: addresses.to_vec(),
+        };
+        self.record(call, |model| {
+            model
+                .forward_accepts
+                .retain(|address| !addresses.contains(address));
+            Ok(())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1127,6 +1209,25 @@ mod tests {
             .firewall
             .check_masquerade(&owner(), address)
             .unwrap_err();
+        assert_eq!(err.kind, KernelErrorKind::NotFound);
+    }
+
+    #[test]
+    fn forward_model_round_trips() {
+        let (mut kernel, recorder) = RecordingKernel::new();
+        let spec = ForwardSpec {
+            addresses: vec!["10.0.0.2".parse().unwrap()],
+            admin_chain: "CNI-ADMIN".into(),
+        };
+
+        kernel.filter.add_forward_rules(&spec).unwrap();
+        kernel.filter.check_forward_rules(&spec).unwrap();
+        assert_eq!(recorder.admin_chains(), ["CNI-ADMIN"]);
+
+        kernel.filter.remove_forward_rules(&spec.addresses).unwrap();
+        assert!(recorder.forward_accepts().is_empty());
+        assert_eq!(recorder.admin_chains(), ["CNI-ADMIN"], "chains stay");
+        let err = kernel.filter.check_forward_rules(&spec).unwrap_err();
         assert_eq!(err.kind, KernelErrorKind::NotFound);
     }
 }

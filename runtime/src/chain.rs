@@ -632,6 +632,10 @@ impl Runtime {
             Some(path) => host.with_state(path.clone()),
             None => host,
         };
+        let host = match result_addresses(config) {
+            Some(addresses) => host.with_result_addresses(addresses),
+            None => host,
+        };
         let call = PluginCall {
             plugin,
             plugin_type,
@@ -893,6 +897,18 @@ fn invalid_output(run: &ChainRun<'_>, index: usize, reason: String) -> Error {
             error: cniwasm_types::CniError::new(sandbox::codes::PLUGIN_INVALID_OUTPUT, reason),
         }),
     }
+}
+
+/// Returns the addresses of the `prevResult` in a plugin's configuration
+/// (`ips[].address`, of results 0.3.0 and later), or `None` without one.
+fn result_addresses(config: &str) -> Option<Vec<std::net::IpAddr>> {
+    let config: Value = serde_json::from_str(config).ok()?;
+    let ips = config.get("prevResult")?.get("ips")?.as_array()?;
+    let addresses = ips.iter().filter_map(|ip| {
+        let text = ip.get("address")?.as_str()?;
+        text.parse::<ipnet::IpNet>().ok().map(|net| net.addr())
+    });
+    Some(addresses.collect())
 }
 
 /// Builds the configuration one plugin reads: its object as written, with

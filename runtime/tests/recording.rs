@@ -297,3 +297,35 @@ fn tuning_del_restores_saved() {
     assert!(!saved.exists(), "the saved blob outlived DEL");
     assert!(!saved.parent().unwrap().exists());
 }
+
+/// The firewall asks for accept rules of the bridge's address. DEL removes
+/// them by the cached result, which the host takes as the attachment's
+/// addresses, since DEL's fresh fake kernel has no container address.
+#[test]
+fn firewall_follows_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = Arc::new(RecordingFactory::default());
+    let runtime = runtime(dir.path(), factory.clone());
+    let list_path = dir.path().join("fw.conflist");
+    let list = json!({"cniVersion": "1.0.0", "name": "fw", "plugins": [
+        {"type": "bridge", "bridge": "fwbr", "ipam": {"type": "host-local", "subnet": "10.244.90.0/24"}},
+        {"type": "firewall", "iptablesAdminChainName": "FW-ADMIN"}
+    ]});
+    std::fs::write(&list_path, list.to_string()).unwrap();
+    let list = parse_list_file(&list_path).unwrap();
+    let attachment = attachment(dir.path());
+    let address: std::net::IpAddr = "10.244.90.2".parse().unwrap();
+
+    runtime.add(&list, &attachment).unwrap();
+    runtime.del(&list, &attachment).unwrap();
+
+    let recorders = factory.recorders.lock().unwrap();
+    assert_eq!(recorders[0].forward_accepts(), [address]);
+    assert_eq!(recorders[0].admin_chains(), ["FW-ADMIN"]);
+    assert_eq!(
+        recorders[1].calls_of(CallKind::RemoveForwardRules),
+        [KernelCall::RemoveForwardRules {
+            addresses: vec![address]
+        }]
+    );
+}

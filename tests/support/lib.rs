@@ -153,19 +153,34 @@ impl Netns {
 
     /// `iptables-save -t nat` inside the namespace, without comments and counters.
     pub fn nat_rules(&self) -> Vec<String> {
-        self.exec_ok(&["iptables-save", "-t", "nat"])
-            .lines()
-            .filter(|line| !line.starts_with('#') && !line.starts_with('*') && *line != "COMMIT")
-            .map(|line| line.to_string())
-            .collect()
+        self.saved_table("iptables-save", "nat")
     }
 
     /// `ip6tables-save -t nat` inside the namespace, without comments and counters.
     pub fn nat6_rules(&self) -> Vec<String> {
-        self.exec_ok(&["ip6tables-save", "-t", "nat"])
+        self.saved_table("ip6tables-save", "nat")
+    }
+
+    /// The filter table of both families, IPv4 first, without comments and
+    /// counters; each IPv6 line starts with `v6 `.
+    pub fn filter_rules(&self) -> Vec<String> {
+        let v6 = self.saved_table("ip6tables-save", "filter");
+        let mut rules = self.saved_table("iptables-save", "filter");
+        rules.extend(v6.into_iter().map(|line| format!("v6 {line}")));
+        rules
+    }
+
+    /// Runs `command -t table` (iptables-save or ip6tables-save) and keeps
+    /// the chain declarations and rules.
+    fn saved_table(&self, command: &str, table: &str) -> Vec<String> {
+        self.exec_ok(&[command, "-t", table])
             .lines()
             .filter(|line| !line.starts_with('#') && !line.starts_with('*') && *line != "COMMIT")
-            .map(|line| line.to_string())
+            // A chain declaration ends with its packet and byte counters.
+            .map(|line| match line.starts_with(':') {
+                true => line.split(" [").next().unwrap_or(line).to_string(),
+                false => line.to_string(),
+            })
             .collect()
     }
 

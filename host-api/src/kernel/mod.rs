@@ -227,10 +227,37 @@ pub trait Firewall {
     fn remove_masquerade(&mut self, owner: &Owner) -> Result<(), KernelError>;
 }
 
+/// The forwarding rules of one attachment in the filter table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardSpec {
+    /// The container's addresses, of either family.
+    pub addresses: Vec<IpAddr>,
+    /// The admin chain `CNI-FORWARD` jumps to first.
+    pub admin_chain: String,
+}
+
+/// Accept rules in the filter table's `CNI-FORWARD` chain, as the reference
+/// firewall plugin's iptables backend keeps them. The rules carry no owner
+/// comment, so the host API checks that each address belongs to the
+/// attachment before it calls these.
+pub trait ForwardFilter {
+    /// Creates the missing chains and jumps, and appends the missing accept
+    /// rules, in each family that has an address.
+    fn add_forward_rules(&mut self, spec: &ForwardSpec) -> Result<(), KernelError>;
+
+    /// Fails with `NotFound` naming the first chain, jump or rule missing.
+    fn check_forward_rules(&mut self, spec: &ForwardSpec) -> Result<(), KernelError>;
+
+    /// Deletes the accept rules of `addresses`; the chains and jumps stay,
+    /// since other containers share them.
+    fn remove_forward_rules(&mut self, addresses: &[IpAddr]) -> Result<(), KernelError>;
+}
+
 /// The kernel behind the host API: one implementation per subsystem. The
 /// parts are `Send` because wasmtime store data must be.
 pub struct Kernel {
     pub netlink: Box<dyn Netlink + Send>,
     pub sysctl: Box<dyn Sysctl + Send>,
     pub firewall: Box<dyn Firewall + Send>,
+    pub filter: Box<dyn ForwardFilter + Send>,
 }

@@ -1,13 +1,13 @@
 //! Linux implementations of the kernel traits: links, addresses and routes
-//! over rtnetlink, kernel parameters under `/proc/sys`, and NAT rules through
-//! `iptables-save` and `iptables-restore`.
+//! over rtnetlink, kernel parameters under `/proc/sys`, and NAT and forwarding
+//! rules through `iptables -S`, `iptables-save` and `iptables-restore`.
 
 mod iptables;
 mod netlink;
 pub mod netns;
 mod sysctl;
 
-pub use iptables::{FirewallOptions, IptablesFirewall, LocalnetRouting};
+pub use iptables::{FirewallOptions, IptablesFilter, IptablesFirewall, LocalnetRouting};
 pub use netlink::LinuxNetlink;
 pub use sysctl::ProcSysctl;
 
@@ -51,6 +51,7 @@ pub fn open_kernel(container_netns: Option<&Path>) -> Result<Kernel, KernelError
         netlink: Box::new(SharedNetlink(netlink)),
         sysctl: Box::new(ProcSysctl::with_handles(namespaces)),
         firewall: Box::new(firewall),
+        filter: Box::new(IptablesFilter::default()),
     })
 }
 

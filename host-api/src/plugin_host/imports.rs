@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::cniwasm::host::{address, ipam, link, log, nat, route, state, sysctl, types};
+use super::cniwasm::host::{address, filter, ipam, link, log, nat, route, state, sysctl, types};
 use super::convert::{port_map_from_wit, route_from_wit, route_to_wit};
 use super::{
     Call, HostContext, HostError, IpamCommand, Netns, WitCniError, check_ifname, namespace,
@@ -496,6 +496,124 @@ impl nat::Host for HostContext {
             |_, _| None,
             |kernel, owner| Ok(kernel.firewall.remove_masquerade(owner)?),
         )
+    }
+}
+
+/// The maximum chain name length in bytes: iptables 1.8.9 rejects a longer
+/// name as "too long (must be under 29 chars)".
+const MAX_CHAIN_NAME: usize = 28;
+
+/// Checks that `name` can be written into a restore script as one chain
+/// name: 1 to 28 printable ASCII bytes without quotes, not an option.
+fn check_chain_name(name: &str) -> Result<(), HostError> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_CHAIN_NAME
+        && !name.starts_with(['-', '!'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '\'');
+    match valid {
+        true => Ok(()),
+        false => Err(HostError::Invalid(format!(
+            "invalid admin chain name {name:?}: expected 1 to {MAX_CHAIN_NAME} printable ASCII characters without quotes, not starting with '-' or '!'"
+        ))),
+    }
+}
+
+/// The `filter` operation of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ForwardOperation {
+    Add,
+    Check,
+    Remove,
+}
+
+impl ForwardOperation {
+    fn name(self) -> &'static str {
+        match self {
+            ForwardOperation::Add => "filter.add-forward-rules",
+            ForwardOperation::Check => "filter.check-forward-rules",
+            ForwardOperation::Remove => "filter.remove-forward-rules",
+        }
+    }
+}
+
+impl HostContext {
+    /// Serves one `filter` call. `admin_chain` is `None` for a removal,
+    /// which touches accept rules only.
+    fn forward_call(
+        &mut self,
+        operation: ForwardOperation,
+        addresses: Vec<String>,
+        admin_chain: Option<String>,
+    ) -> HostResult<()> {
+        let parsed = addresses
+            .iter()
+            .map(|text| parse_net(text, "container address").map(|net| net.addr()))
+            .collect::<Result<Vec<_>, _>>();
+        let checked = admin_chain.as_deref().map(check_chain_name).transpose();
+        let parsed = match (parsed, checked) {
+            (Ok(parsed), Ok(_)) => parsed,
+            (Err(error), _) | (_, Err(error)) => return Ok(Err(error)),
+        };
+
+        let mut requests: Vec<Request<'_>> = parsed
+            .iter()
+            .map(|address| Request::ForwardAddress { address: *address })
+            .collect();
+        requests.extend(
+            admin_chain
+                .as_deref()
+                .map(|name| Request::AdminChain { name }),
+        );
+        let call = Call {
+            operation: operation.name(),
+            arguments: json!({"addresses": addresses, "adminChain": admin_chain}),
+            requests,
+        };
+        let owner = self.owner.clone();
+        let known = self.result_addresses.clone();
+
+        self.dispatch(
+            call,
+            |kernel, rules| match (operation, admin_chain.as_deref()) {
+                (ForwardOperation::Remove, _) | (_, None) => {
+                    rules.removed_forward_addresses(kernel, &owner, &parsed, known.as_deref())
+                }
+                (_, Some(chain)) => rules
+                    .admin_chain(chain)
+                    .or_else(|| rules.forward_addresses(kernel, &owner, &parsed)),
+            },
+            |kernel, _| {
+                let spec = kernel::ForwardSpec {
+                    addresses: parsed.clone(),
+                    admin_chain: admin_chain.clone().unwrap_or_default(),
+                };
+                match operation {
+                    ForwardOperation::Add => Ok(kernel.filter.add_forward_rules(&spec)?),
+                    ForwardOperation::Check => Ok(kernel.filter.check_forward_rules(&spec)?),
+                    ForwardOperation::Remove => {
+                        Ok(kernel.filter.remove_forward_rules(&spec.addresses)?)
+                    }
+                }
+            },
+        )
+    }
+}
+
+impl filter::Host for HostContext {
+    fn add_forward_rules(&mut self, spec: filter::ForwardSpec) -> HostResult<()> {
+        let operation = ForwardOperation::Add;
+        self.forward_call(operation, spec.addresses, Some(spec.admin_chain))
+    }
+
+    fn check_forward_rules(&mut self, spec: filter::ForwardSpec) -> HostResult<()> {
+        let operation = ForwardOperation::Check;
+        self.forward_call(operation, spec.addresses, Some(spec.admin_chain))
+    }
+
+    fn remove_forward_rules(&mut self, addresses: Vec<String>) -> HostResult<()> {
+        self.forward_call(ForwardOperation::Remove, addresses, None)
     }
 }
 

@@ -3,7 +3,10 @@
 //! a plugin may change only the links this chain operation created and the
 //! bridges its policy allows, never `lo` or another interface, and only the
 //! host sysctls of those links plus IP forwarding. NAT rules may only point
-//! at addresses of the attachment's own interface.
+//! at addresses of the attachment's own interface, and so may forwarding
+//! rules, whose admin chain must not be a built-in chain or target.
+
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 
@@ -19,6 +22,20 @@ pub(super) struct Ownership<'a> {
 /// Host sysctls any attachment may set: IP forwarding, which bridges with a
 /// gateway need.
 const SHARED_HOST_SYSCTLS: &[&str] = &["net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"];
+
+/// Names an admin chain may not take: the filter table's built-in chains,
+/// the standard targets, and the chain that jumps to it.
+const RESERVED_CHAINS: &[&str] = &[
+    "INPUT",
+    "FORWARD",
+    "OUTPUT",
+    "ACCEPT",
+    "DROP",
+    "RETURN",
+    "QUEUE",
+    "REJECT",
+    "CNI-FORWARD",
+];
 
 impl Ownership<'_> {
     fn bridge_allowed(&self, name: &str) -> bool {
@@ -127,5 +144,50 @@ impl Ownership<'_> {
                 ),
             )),
         }
+    }
+
+    /// Checks the addresses of forwarding rules to add or check: each must be
+    /// configured on the attachment's interface in the container.
+    pub fn forward_addresses(
+        &self,
+        kernel: &mut Kernel,
+        owner: &Owner,
+        addresses: &[IpAddr],
+    ) -> Option<Decision> {
+        addresses
+            .iter()
+            .find_map(|address| self.container_address(kernel, owner, IpNet::from(*address)))
+    }
+
+    /// Checks the addresses of forwarding rules to remove: each must be in
+    /// the `prevResult` the runtime passed, since a DEL may run after the
+    /// container is gone. Without one, they must be configured in the
+    /// container as for an add.
+    pub fn removed_forward_addresses(
+        &self,
+        kernel: &mut Kernel,
+        owner: &Owner,
+        addresses: &[IpAddr],
+        result_addresses: Option<&[IpAddr]>,
+    ) -> Option<Decision> {
+        let Some(known) = result_addresses else {
+            return self.forward_addresses(kernel, owner, addresses);
+        };
+        let foreign = addresses.iter().find(|address| !known.contains(address))?;
+        Some(Decision::ownership(
+            "forwardAddresses",
+            format!("{foreign} is not an address of this attachment's previous result"),
+        ))
+    }
+
+    /// Checks an admin chain name: built-in chains and targets are shared by
+    /// the whole node.
+    pub fn admin_chain(&self, name: &str) -> Option<Decision> {
+        RESERVED_CHAINS.contains(&name).then(|| {
+            Decision::ownership(
+                "filterChains",
+                format!("{name} is a built-in chain or target, not an admin chain"),
+            )
+        })
     }
 }

@@ -6,8 +6,9 @@ use glob::Pattern;
 use ipnet::IpNet;
 
 use super::{
-    Decision, Mode, PluginPolicy, PolicyError, PortRange, RawLinkRules, RawMasqueradeRules,
-    RawPortRules, RawRange, RawSubnetRules, RawSysctlRules, Request, Side, field_error,
+    Decision, Mode, PluginPolicy, PolicyError, PortRange, RawFilterRules, RawLinkRules,
+    RawMasqueradeRules, RawPortRules, RawRange, RawSubnetRules, RawSysctlRules, Request, Side,
+    field_error,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +56,16 @@ pub struct PortRules {
 pub struct MasqueradeRules {
     pub mode: Mode,
     pub sources: Vec<IpNet>,
+}
+
+/// The `filter` section: forwarding rules of the firewall plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterRules {
+    pub mode: Mode,
+    /// Subnets the addresses with accept rules must fall in.
+    pub addresses: Vec<IpNet>,
+    /// Name patterns of admin chains `CNI-FORWARD` may jump to.
+    pub admin_chains: Vec<Pattern>,
 }
 
 fn patterns(
@@ -316,6 +327,52 @@ impl MasqueradeRules {
     }
 }
 
+impl FilterRules {
+    pub(super) fn validate(
+        raw: RawFilterRules,
+        mode: Mode,
+        field: &str,
+    ) -> Result<Self, PolicyError> {
+        Ok(Self {
+            mode: raw.mode.unwrap_or(mode),
+            addresses: subnets(raw.addresses, &format!("{field}.addresses"))?,
+            admin_chains: patterns(
+                raw.admin_chains,
+                &format!("{field}.adminChains"),
+                str::to_string,
+            )?,
+        })
+    }
+
+    fn check_address(&self, address: IpAddr) -> Option<Decision> {
+        let allowed = self
+            .addresses
+            .iter()
+            .any(|subnet| subnet.contains(&address));
+        (!allowed).then(|| {
+            Decision::violation(
+                self.mode,
+                "filter.addresses",
+                format!("address {address} is outside the allowed subnets"),
+            )
+        })
+    }
+
+    fn check_admin_chain(&self, name: &str) -> Option<Decision> {
+        let allowed = self
+            .admin_chains
+            .iter()
+            .any(|pattern| pattern.matches(name));
+        (!allowed).then(|| {
+            Decision::violation(
+                self.mode,
+                "filter.adminChains",
+                format!("admin chain {name:?} matches no allowed pattern"),
+            )
+        })
+    }
+}
+
 /// Matches a request against the section it belongs to; an absent section
 /// allows it.
 pub(super) fn check(policy: &PluginPolicy, request: &Request<'_>) -> Decision {
@@ -418,6 +475,14 @@ pub(super) fn check(policy: &PluginPolicy, request: &Request<'_>) -> Decision {
                 )
             })
         }),
+        Request::ForwardAddress { address } => policy
+            .filter
+            .as_ref()
+            .and_then(|rules| rules.check_address(*address)),
+        Request::AdminChain { name } => policy
+            .filter
+            .as_ref()
+            .and_then(|rules| rules.check_admin_chain(name)),
         _ => None,
     };
     violation.unwrap_or_else(|| Decision::allow(request.interface()))
