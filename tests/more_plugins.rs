@@ -336,9 +336,16 @@ fn ptp_host_local_matches_reference() {
     });
     let pair = SideBySide::add(list, "{}");
 
-    // TODO: the host API's routes carry no preferred source, so the
-    // container routes are compared without `prefsrc`.
-    pair.assert_same_state(false);
+    // The container routes through the gateway carry the container address
+    // as preferred source, as the reference sets them.
+    pair.assert_same_state(true);
+    let prefsrc = routes(&pair.our_container, true);
+    assert!(
+        prefsrc
+            .iter()
+            .any(|route| route["prefsrc"] == "10.244.71.2"),
+        "{prefsrc:#?}"
+    );
     assert_eq!(
         addresses(&pair.ours.host),
         addresses(&pair.theirs.host),

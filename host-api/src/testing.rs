@@ -1138,6 +1138,7 @@ mod tests {
                 gateway: None,
                 device: Some(device.into()),
                 metric: None,
+                source: None,
             };
             kernel.netlink.add_route(Namespace::Host, &route).unwrap();
         }

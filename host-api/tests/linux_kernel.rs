@@ -388,6 +388,7 @@ fn container_addresses_and_routes() {
             gateway: Some("10.244.10.1".parse().unwrap()),
             device: Some("eth0".into()),
             metric: None,
+            source: None,
         };
         netlink
             .add_route(Namespace::Container, &default_route)
@@ -429,6 +430,7 @@ fn container_addresses_and_routes() {
         let with_metric = RouteSpec {
             dst: "10.1.0.0/16".parse().unwrap(),
             metric: Some(100),
+            source: None,
             ..default_route.clone()
         };
         netlink
@@ -439,6 +441,7 @@ fn container_addresses_and_routes() {
             gateway: None,
             device: None,
             metric: None,
+            source: None,
         };
         netlink
             .delete_route(Namespace::Container, &by_destination)
@@ -484,6 +487,7 @@ fn ipv6_address_and_route() {
             gateway: None,
             device: Some("eth0".into()),
             metric: Some(100),
+            source: None,
         };
         netlink.add_route(Namespace::Container, &route).unwrap();
 

@@ -122,6 +122,7 @@ pub fn route_spec(static_route: &StaticRoute, ifname: &str) -> RouteSpec {
         gw: Some(static_route.gw.to_string()),
         dev: Some(ifname.to_string()),
         metric: None,
+        src: None,
     }
 }
 
@@ -245,6 +246,7 @@ mod tests {
             gw: Some("fd00:20:0::1".into()),
             dev: Some("eth0".into()),
             metric: Some(1024),
+            src: None,
         };
         assert!(route_matches(&listed, &wanted));
 

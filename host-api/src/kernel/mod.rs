@@ -94,6 +94,8 @@ pub struct RouteSpec {
     pub gateway: Option<IpAddr>,
     pub device: Option<String>,
     pub metric: Option<u32>,
+    /// Preferred source address (RTA_PREFSRC).
+    pub source: Option<IpAddr>,
 }
 
 /// Links, addresses and routes over rtnetlink.

@@ -44,11 +44,17 @@ pub(super) fn route_from_wit(spec: &route::RouteSpec) -> Result<kernel::RouteSpe
         .as_deref()
         .map(|gw| parse_ip(gw, "route gateway"))
         .transpose()?;
+    let source = spec
+        .src
+        .as_deref()
+        .map(|src| parse_ip(src, "route source"))
+        .transpose()?;
     Ok(kernel::RouteSpec {
         dst: parse_net(&spec.dst, "route destination")?,
         gateway,
         device: spec.dev.clone(),
         metric: spec.metric,
+        source,
     })
 }
 
@@ -58,6 +64,7 @@ pub(super) fn route_to_wit(spec: kernel::RouteSpec) -> route::RouteSpec {
         gw: spec.gateway.map(|gw| gw.to_string()),
         dev: spec.device,
         metric: spec.metric,
+        src: spec.source.map(|src| src.to_string()),
     }
 }
 

@@ -282,7 +282,7 @@ impl HostContext {
         };
         let call = Call {
             operation,
-            arguments: json!({"netns": ns_name(ns), "dst": spec.dst, "gw": spec.gw, "dev": spec.dev, "metric": spec.metric}),
+            arguments: json!({"netns": ns_name(ns), "dst": spec.dst, "gw": spec.gw, "dev": spec.dev, "metric": spec.metric, "src": spec.src}),
             requests: vec![Request::Route {
                 side: side(ns),
                 dst: parsed.dst,

@@ -365,6 +365,7 @@ mod tests {
             gw: Some("10.1.2.1".into()),
             dev: Some("eth0".into()),
             metric: None,
+            src: None,
         }];
         let default = Route {
             dst: "0.0.0.0/0".into(),

@@ -180,12 +180,8 @@ fn interfaces(inv: &Invocation, pair: &VethPair) -> Vec<Interface> {
 }
 
 /// Adds the addresses, sets the link up, adds the IPAM routes, then swaps
-/// each connected subnet route for routes through the gateway.
-///
-/// TODO: the host API's route-spec has no preferred source address, so the
-/// routes through the gateway lack the `src <container address>` that the
-/// reference plugin sets. With one address per family on the link the kernel
-/// picks that address anyway, but a second address could become the source.
+/// each connected subnet route for routes through the gateway, whose
+/// source is the container address.
 fn configure_container(
     ifname: &str,
     result: &cniwasm_types::Result,
@@ -240,6 +236,7 @@ fn configure_host_veth(name: &str, links: &[PointToPoint]) -> Result<(), CniErro
                 gw: None,
                 dev: Some(name.to_string()),
                 metric: None,
+                src: None,
             },
         )?;
     }

@@ -75,23 +75,28 @@ pub fn connected_route(link: &PointToPoint, ifname: &str) -> RouteSpec {
         gw: None,
         dev: Some(ifname.to_string()),
         metric: None,
+        src: None,
     }
 }
 
-/// The link route to the gateway, then the subnet route via the gateway.
+/// Builds the link route to the gateway, then the subnet route via the
+/// gateway, both with the container address as source, as the reference sets.
 pub fn gateway_routes(link: &PointToPoint, ifname: &str) -> [RouteSpec; 2] {
+    let source = link.address.addr().to_string();
     [
         RouteSpec {
             dst: link.host_address().to_string(),
             gw: None,
             dev: Some(ifname.to_string()),
             metric: None,
+            src: Some(source.clone()),
         },
         RouteSpec {
             dst: link.address.trunc().to_string(),
             gw: Some(link.gateway.to_string()),
             dev: Some(ifname.to_string()),
             metric: None,
+            src: Some(source),
         },
     ]
 }
@@ -171,6 +176,8 @@ mod tests {
         assert_eq!(to_subnet.dst, "10.1.2.0/24");
         assert_eq!(to_subnet.gw.as_deref(), Some("10.1.2.1"));
         assert_eq!(to_subnet.dev.as_deref(), Some("eth0"));
+        assert_eq!(to_gateway.src.as_deref(), Some("10.1.2.5"));
+        assert_eq!(to_subnet.src.as_deref(), Some("10.1.2.5"));
     }
 
     #[test]
@@ -201,6 +208,7 @@ mod tests {
             gw: Some("10.1.2.1".into()),
             dev: Some("eth0".into()),
             metric: None,
+            src: None,
         }];
         let mut expected = Route {
             dst: "0.0.0.0/0".into(),

@@ -26,6 +26,7 @@ pub fn container_routes(result: &cniwasm_types::Result, ifname: &str) -> Vec<Rou
                 gw,
                 dev: Some(ifname.to_string()),
                 metric: (route.priority != 0).then_some(route.priority),
+                src: None,
             }
         })
         .collect()

@@ -85,6 +85,11 @@ pub(super) fn add_route_message(
     if let Some(metric) = route.metric {
         builder = builder.priority(metric);
     }
+    if let Some(source) = route.source {
+        builder = builder
+            .pref_source(source)
+            .map_err(|err| format!("{err:?}"))?;
+    }
     Ok(builder.build())
 }
 
@@ -182,6 +187,7 @@ pub(super) fn to_route_spec(
         gateway: None,
         device: output_index(message).and_then(|index| names.get(&index).cloned()),
         metric: None,
+        source: None,
     };
 
     for attr in &message.attributes {
@@ -192,6 +198,7 @@ pub(super) fn to_route_spec(
             }
             RouteAttribute::Gateway(gateway) => route.gateway = ip_of(gateway),
             RouteAttribute::Priority(metric) => route.metric = Some(*metric),
+            RouteAttribute::PrefSource(source) => route.source = ip_of(source),
             _ => {}
         }
     }
@@ -207,12 +214,13 @@ fn ip_of(address: &RouteAddress) -> Option<IpAddr> {
 }
 
 /// Tells whether an existing route matches a requested one. Fields the
-/// request leaves open (device, metric) match anything.
+/// request leaves open (device, metric, source) match anything.
 pub(super) fn route_matches(existing: &RouteSpec, requested: &RouteSpec) -> bool {
     existing.dst == requested.dst
         && existing.gateway == requested.gateway
         && (requested.device.is_none() || existing.device == requested.device)
         && (requested.metric.is_none() || existing.metric == requested.metric)
+        && (requested.source.is_none() || existing.source == requested.source)
 }
 
 /// Builds the RTM_GETROUTE request of `ip route get DESTINATION`.
@@ -275,6 +283,7 @@ mod tests {
             gateway: Some("10.0.0.1".parse().unwrap()),
             device: Some("eth0".into()),
             metric: Some(0),
+            source: None,
         };
         let mut requested = existing.clone();
         requested.device = None;
