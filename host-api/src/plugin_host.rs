@@ -28,6 +28,7 @@ pub enum IpamCommand {
     Add,
     Del,
     Check,
+    Status,
 }
 
 impl IpamCommand {
@@ -36,6 +37,7 @@ impl IpamCommand {
             IpamCommand::Add => "ADD",
             IpamCommand::Del => "DEL",
             IpamCommand::Check => "CHECK",
+            IpamCommand::Status => "STATUS",
         }
     }
 }
@@ -44,7 +46,7 @@ impl IpamCommand {
 /// same invocation and configuration as the delegating plugin. The runtime
 /// implements it, since it finds and sandboxes plugins.
 pub trait IpamDelegate: Send + Sync {
-    /// Returns the result JSON for ADD, `None` for DEL and CHECK.
+    /// Returns the result JSON for ADD, `None` for DEL, CHECK and STATUS.
     fn run_ipam(&self, command: IpamCommand) -> Result<Option<String>, cniwasm_types::CniError>;
 }
 

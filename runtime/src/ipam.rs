@@ -49,6 +49,7 @@ impl IpamDelegate for IpamRunner {
             IpamCommand::Add => Command::Add,
             IpamCommand::Del => Command::Del,
             IpamCommand::Check => Command::Check,
+            IpamCommand::Status => Command::Status,
         };
 
         let policy = Arc::new(self.policy.for_plugin(&ipam.plugin_type).clone());
@@ -68,14 +69,7 @@ impl IpamDelegate for IpamRunner {
         // The policy may withhold the state directory; the plugin then has no
         // file access at all.
         let state = match policy.ipam_state {
-            true => {
-                let data_dir = ipam
-                    .data_dir
-                    .unwrap_or_else(|| self.default_data_dir.clone());
-                Some(StateDirectory::open_locked(
-                    &data_dir.join(&self.owner.network),
-                )?)
-            }
+            true => Some(self.open_state(&ipam, command)?),
             false => None,
         };
 
@@ -104,6 +98,30 @@ impl IpamDelegate for IpamRunner {
         let outcome = sandbox::call_plugin(&self.engine, call, host);
         drop(state);
         outcome.map_err(|error| error.to_cni_error())
+    }
+}
+
+impl IpamRunner {
+    /// Opens and locks the network's state directory. Every IPAM command
+    /// needs it, so STATUS reports a directory it cannot use with code 50
+    /// (plugin not available, which cannot serve ADD), not as an I/O failure.
+    fn open_state(&self, ipam: &IpamSection, command: Command) -> Result<StateDirectory, CniError> {
+        let data_dir = ipam
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| self.default_data_dir.clone());
+
+        let opened = StateDirectory::open_locked(&data_dir.join(&self.owner.network));
+        match (opened, command) {
+            (Err(error), Command::Status) => Err(CniError::new(
+                codes::PLUGIN_NOT_AVAILABLE,
+                format!(
+                    "IPAM plugin {:?} is not available: {}: make the directory writable, or set ipam.dataDir or CNIWASM_IPAM_DATA_DIR to a usable one",
+                    ipam.plugin_type, error.msg
+                ),
+            )),
+            (opened, _) => opened,
+        }
     }
 }
 

@@ -663,6 +663,10 @@ impl ipam::Host for HostContext {
     fn check(&mut self) -> wasmtime::Result<Result<(), WitCniError>> {
         Ok(self.delegate_ipam(IpamCommand::Check)?.map(drop))
     }
+
+    fn status(&mut self) -> wasmtime::Result<Result<(), WitCniError>> {
+        Ok(self.delegate_ipam(IpamCommand::Status)?.map(drop))
+    }
 }
 
 impl state::Host for HostContext {

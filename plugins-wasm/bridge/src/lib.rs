@@ -12,8 +12,8 @@ use cniwasm_plugin_sdk::cniwasm_types::{self, Interface};
 use cniwasm_plugin_sdk::link::{self, BridgeSpec, LinkInfo, LinkSettings, VethPair, VethSpec};
 use cniwasm_plugin_sdk::{
     AddOutput, CniError, HostResultExt, Invocation, Netns, Plugin, PluginConfig, address, codes,
-    delegate_ipam_add, delegate_ipam_check, delegate_ipam_del, describe_host_error, logging, nat,
-    route, sysctl,
+    delegate_ipam_add, delegate_ipam_check, delegate_ipam_del, delegate_ipam_status,
+    describe_host_error, logging, nat, route, sysctl,
 };
 
 use crate::addressing::{BridgeAddressPlan, apply_gateways, container_routes, plan_bridge_address};
@@ -96,6 +96,15 @@ impl Plugin for Bridge {
             ));
         };
         check::check_attachment(inv, &options, prev)
+    }
+
+    /// The bridge itself is always ready, as in the reference plugin, which
+    /// passes STATUS on to its IPAM plugin and returns that plugin's error.
+    fn status(_inv: &Invocation, config: &PluginConfig) -> Result<(), CniError> {
+        match config.ipam_type() {
+            Some(_) => delegate_ipam_status(),
+            None => Ok(()),
+        }
     }
 }
 

@@ -47,6 +47,13 @@ impl Plugin for HostLocal {
         IpamConfig::parse(config, inv)?;
         check_held(&Store::new(STATE_DIR), &owner_of(inv))
     }
+
+    /// Reports whether ADD could run, unlike the reference plugin, whose
+    /// STATUS always succeeds. The host checks the data directory on its
+    /// side, so this checks only that the directory reached the sandbox.
+    fn status(_inv: &Invocation, _config: &PluginConfig) -> Result<(), CniError> {
+        check_available(&Store::new(STATE_DIR))
+    }
 }
 
 cniwasm_plugin_sdk::export_plugin!(HostLocal);
@@ -138,6 +145,19 @@ pub fn check_held(store: &Store, owner: &Owner) -> Result<(), CniError> {
             ),
         ))
     }
+}
+
+/// Fails with code 50 (plugin not available) unless the state directory can
+/// be listed.
+pub fn check_available(store: &Store) -> Result<(), CniError> {
+    store.check_usable().map_err(|error| {
+        CniError::new(
+            codes::PLUGIN_NOT_AVAILABLE,
+            format!(
+                "host-local cannot use its IPAM state directory: {error}: the host preopens it at {STATE_DIR} unless the node policy withholds it; remove \"ipamState\": false from host-local's policy entry"
+            ),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -269,6 +289,17 @@ mod tests {
                 .starts_with("failed to allocate all requested IPs: 10.9.9.9")
         );
         assert!(!dir.path().join("10.1.2.2").exists());
+    }
+
+    #[test]
+    fn status_needs_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_available(&Store::new(dir.path())).is_ok());
+
+        let absent = dir.path().join("absent");
+        let error = check_available(&Store::new(&absent)).unwrap_err();
+        assert_eq!(error.code, codes::PLUGIN_NOT_AVAILABLE);
+        assert!(error.msg.contains(&absent.display().to_string()));
     }
 
     #[test]

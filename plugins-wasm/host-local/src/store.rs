@@ -126,6 +126,14 @@ impl Store {
 
     /// Lists `(file name, content)` of the regular files that may be
     /// allocations; `last_reserved_ip.*` files are skipped.
+    /// Fails unless the directory can be listed: the least every command
+    /// needs. A missing directory fails too, unlike in the other calls.
+    pub fn check_usable(&self) -> Result<(), String> {
+        fs::read_dir(&self.dir)
+            .map(drop)
+            .map_err(|error| io_message("list", &self.dir, &error))
+    }
+
     fn allocation_files(&self) -> Result<Vec<(String, String)>, String> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
@@ -185,6 +193,22 @@ mod tests {
             container_id: id.into(),
             ifname: ifname.into(),
         }
+    }
+
+    #[test]
+    fn usable_needs_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        fs::write(&file, "").unwrap();
+
+        assert_eq!(Store::new(dir.path()).check_usable(), Ok(()));
+        let error = Store::new(&file).check_usable().unwrap_err();
+        assert!(error.starts_with(&format!("failed to list {}: ", file.display())));
+        assert!(
+            Store::new(dir.path().join("absent"))
+                .check_usable()
+                .is_err()
+        );
     }
 
     #[test]

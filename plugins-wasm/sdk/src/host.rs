@@ -78,6 +78,12 @@ pub fn delegate_ipam_check() -> Result<(), CniError> {
     ipam::check().map_err(from_wit_error)
 }
 
+/// Runs STATUS of the IPAM plugin named by `ipam.type`; its error (code 50
+/// or 51 by convention) is returned unchanged.
+pub fn delegate_ipam_status() -> Result<(), CniError> {
+    ipam::status().map_err(from_wit_error)
+}
+
 fn parse_ipam_result(text: &str, version: &str) -> Result<cniwasm_types::Result, CniError> {
     let decode_error = |reason: String| {
         CniError::new(

@@ -79,8 +79,8 @@ pub use cniwasm_types::{CniError, codes};
 pub use config::{PluginConfig, validate_network_name};
 pub use dispatch::{Adapter, AddOutput, Command, render_add_output};
 pub use host::{
-    HostResultExt, delegate_ipam_add, delegate_ipam_check, delegate_ipam_del, describe_host_error,
-    from_wit_error, host_error, plugin_codes, to_wit_error,
+    HostResultExt, delegate_ipam_add, delegate_ipam_check, delegate_ipam_del, delegate_ipam_status,
+    describe_host_error, from_wit_error, host_error, plugin_codes, to_wit_error,
 };
 pub use invocation::Invocation;
 
