@@ -388,7 +388,8 @@ fn status_error_stops_chain() {
 
     let error = assert_cni_error(&output, 50, "probe backend not ready");
     assert_eq!(error["details"], json!("no route to the backend"));
-    // STATUS ran in order and stopped at the failing plugin.
+    // STATUS ran in order and stopped at the failing plugin. bridge passes
+    // STATUS on to host-local, whose call ends, and is recorded, first.
     let status_calls: Vec<String> = world
         .plugin_calls()
         .into_iter()
@@ -396,7 +397,12 @@ fn status_error_stops_chain() {
         .collect();
     assert_eq!(
         status_calls,
-        ["STATUS bridge", "STATUS portmap", "STATUS probe"]
+        [
+            "STATUS host-local",
+            "STATUS bridge",
+            "STATUS portmap",
+            "STATUS probe"
+        ]
     );
 }
 
