@@ -404,8 +404,10 @@ fn random_veth_name() -> Result<String, HostError> {
 mod convert;
 mod imports;
 mod ownership;
+mod resolv;
 mod state;
 
+pub use resolv::MAX_RESOLV_CONF_BYTES;
 pub use state::{MAX_STATE_BYTES, remove_state};
 
 use ownership::Ownership;

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 /// The host interfaces of the `cniwasm:host` package a policy can grant.
 pub const HOST_INTERFACES: &[&str] = &[
-    "link", "address", "route", "sysctl", "nat", "filter", "ipam", "state", "log",
+    "link", "address", "route", "sysctl", "nat", "filter", "ipam", "dns", "state", "log",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +233,14 @@ struct RawFilterRules {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawResolvConfRules {
+    mode: Option<Mode>,
+    #[serde(default)]
+    paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawPluginPolicy {
     digest: Option<String>,
     mode: Option<Mode>,
@@ -244,6 +252,7 @@ struct RawPluginPolicy {
     port_mappings: Option<RawPortRules>,
     masquerade: Option<RawMasqueradeRules>,
     filter: Option<RawFilterRules>,
+    resolv_conf: Option<RawResolvConfRules>,
     ipam_state: Option<bool>,
     #[serde(default)]
     limits: Limits,
@@ -263,7 +272,8 @@ struct RawPolicy {
 mod rules;
 
 pub use rules::{
-    FilterRules, LinkRules, MasqueradeRules, PortRules, SubnetRules, SysctlRules, sysctl_slash_form,
+    DEFAULT_RESOLV_CONF_PATHS, FilterRules, LinkRules, MasqueradeRules, PortRules, ResolvConfRules,
+    SubnetRules, SysctlRules, sysctl_slash_form,
 };
 
 /// One plugin's entry, validated.
@@ -281,6 +291,9 @@ pub struct PluginPolicy {
     pub port_mappings: Option<PortRules>,
     pub masquerade: Option<MasqueradeRules>,
     pub filter: Option<FilterRules>,
+    /// Files `dns.read-resolv-conf` may read; `None` allows only
+    /// [`DEFAULT_RESOLV_CONF_PATHS`].
+    pub resolv_conf: Option<ResolvConfRules>,
     /// Whether the plugin, run as an IPAM delegate, gets its network's state directory.
     pub ipam_state: bool,
     pub limits: Limits,
@@ -419,6 +432,10 @@ impl PluginPolicy {
             filter: raw
                 .filter
                 .map(|r| FilterRules::validate(r, mode, &format!("{field}.filter")))
+                .transpose()?,
+            resolv_conf: raw
+                .resolv_conf
+                .map(|r| ResolvConfRules::validate(r, mode, &format!("{field}.resolvConf")))
                 .transpose()?,
             ipam_state: raw.ipam_state.unwrap_or(true),
             limits: validate_limits(raw.limits, field)?,
@@ -563,6 +580,12 @@ pub enum Request<'a> {
         name: &'a str,
     },
     Ipam,
+    /// Reading a resolv.conf: the path the plugin named, and the file it
+    /// leads to after symbolic links when that exists.
+    ResolvConf {
+        path: &'a str,
+        target: Option<&'a str>,
+    },
     /// Reading or writing the plugin's blob for the attachment.
     State,
     Log,
@@ -585,6 +608,7 @@ impl Request<'_> {
             | Request::RemovePortMappings => "nat",
             Request::ForwardAddress { .. } | Request::AdminChain { .. } => "filter",
             Request::Ipam => "ipam",
+            Request::ResolvConf { .. } => "dns",
             Request::State => "state",
             Request::Log => "log",
         }
@@ -885,6 +909,49 @@ mod tests {
         let admin = |name| firewall.check(&Request::AdminChain { name }).verdict;
         assert_eq!(admin("ADMIN-1"), Verdict::Allow);
         assert_eq!(admin("INPUT"), Verdict::Deny);
+    }
+
+    #[test]
+    fn resolv_conf_defaults() {
+        let policy = Policy::from_json("{}").unwrap();
+        let entry = policy.for_plugin("host-local");
+        let read = |path, target| entry.check(&Request::ResolvConf { path, target });
+
+        assert_eq!(read("/etc/resolv.conf", None).verdict, Verdict::Allow);
+        let stub = Some("/run/systemd/resolve/stub-resolv.conf");
+        assert_eq!(read("/etc/resolv.conf", stub).verdict, Verdict::Allow);
+        let shadow = read("/etc/shadow", None);
+        assert_eq!(shadow.verdict, Verdict::Deny);
+        assert_eq!(shadow.rule, "resolvConf.paths");
+        let link = read("/etc/resolv.conf", Some("/etc/shadow"));
+        assert_eq!(link.verdict, Verdict::Deny);
+        assert!(
+            link.reason.contains("leads to \"/etc/shadow\""),
+            "{}",
+            link.reason
+        );
+        let nested = read("/run/systemd/resolve/netif/2", None);
+        assert_eq!(nested.verdict, Verdict::Deny, "* crossed a /");
+    }
+
+    #[test]
+    fn resolv_conf_section_replaces_defaults() {
+        let text = r#"{"plugins": {"host-local": {"resolvConf": {"mode": "audit",
+            "paths": ["/etc/cni/dns/*.conf"]}}}}"#;
+        let entry = Policy::from_json(text)
+            .unwrap()
+            .for_plugin("host-local")
+            .clone();
+        let read = |path| entry.check(&Request::ResolvConf { path, target: None });
+
+        assert_eq!(read("/etc/cni/dns/a.conf").verdict, Verdict::Allow);
+        assert_eq!(read("/etc/resolv.conf").verdict, Verdict::WouldDeny);
+        let error =
+            Policy::from_json(r#"{"defaults": {"resolvConf": {"paths": ["etc/x"]}}}"#).unwrap_err();
+        assert!(
+            error.to_string().contains("defaults.resolvConf.paths[0]"),
+            "{error}"
+        );
     }
 
     #[test]

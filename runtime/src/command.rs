@@ -328,6 +328,7 @@ fn describe_policy(entry: &cniwasm_host_api::policy::PluginPolicy) -> String {
         ("sysctls", entry.sysctls.is_some()),
         ("portMappings", entry.port_mappings.is_some()),
         ("masquerade", entry.masquerade.is_some()),
+        ("resolvConf", entry.resolv_conf.is_some()),
     ];
     let restricted: Vec<&str> = sections
         .iter()

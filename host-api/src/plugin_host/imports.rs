@@ -4,7 +4,9 @@
 
 use serde_json::json;
 
-use super::cniwasm::host::{address, filter, ipam, link, log, nat, route, state, sysctl, types};
+use super::cniwasm::host::{
+    address, dns, filter, ipam, link, log, nat, route, state, sysctl, types,
+};
 use super::convert::{port_map_from_wit, route_from_wit, route_to_wit};
 use super::{
     Call, HostContext, HostError, IpamCommand, Netns, WitCniError, check_ifname, namespace,
@@ -666,6 +668,28 @@ impl ipam::Host for HostContext {
 
     fn status(&mut self) -> wasmtime::Result<Result<(), WitCniError>> {
         Ok(self.delegate_ipam(IpamCommand::Status)?.map(drop))
+    }
+}
+
+impl dns::Host for HostContext {
+    fn read_resolv_conf(&mut self, path: String) -> HostResult<String> {
+        if let Err(error) = super::resolv::check_path(&path) {
+            return Ok(Err(error));
+        }
+        // The policy checks the file a link leads to as well, and the host
+        // reads that file, so a link changed after the check redirects nothing.
+        let target = super::resolv::target(&path);
+        let call = Call {
+            operation: "dns.read-resolv-conf",
+            arguments: json!({"path": path, "target": target}),
+            requests: vec![Request::ResolvConf {
+                path: &path,
+                target: target.as_deref(),
+            }],
+        };
+        let file = std::path::PathBuf::from(target.as_deref().unwrap_or(&path));
+
+        self.dispatch(call, |_, _| None, |_, _| super::resolv::read(&file))
     }
 }
 

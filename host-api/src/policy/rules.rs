@@ -2,13 +2,13 @@
 
 use std::net::IpAddr;
 
-use glob::Pattern;
+use glob::{MatchOptions, Pattern};
 use ipnet::IpNet;
 
 use super::{
     Decision, Mode, PluginPolicy, PolicyError, PortRange, RawFilterRules, RawLinkRules,
-    RawMasqueradeRules, RawPortRules, RawRange, RawSubnetRules, RawSysctlRules, Request, Side,
-    field_error,
+    RawMasqueradeRules, RawPortRules, RawRange, RawResolvConfRules, RawSubnetRules, RawSysctlRules,
+    Request, Side, field_error,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +66,21 @@ pub struct FilterRules {
     pub addresses: Vec<IpNet>,
     /// Name patterns of admin chains `CNI-FORWARD` may jump to.
     pub admin_chains: Vec<Pattern>,
+}
+
+/// The files `dns.read-resolv-conf` may read under an entry without a
+/// `resolvConf` section: the node's own resolver configuration, which glibc
+/// reads from `/etc/resolv.conf` and systemd-resolved writes under
+/// `/run/systemd/resolve` (`resolv.conf`, `stub-resolv.conf`). Anything
+/// else, such as a per-network file, must be listed in the policy.
+pub const DEFAULT_RESOLV_CONF_PATHS: &[&str] = &["/etc/resolv.conf", "/run/systemd/resolve/*"];
+
+/// The `resolvConf` section: files a plugin may have the host read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvConfRules {
+    pub mode: Mode,
+    /// Absolute path patterns; `*` does not match `/`.
+    pub paths: Vec<Pattern>,
 }
 
 fn patterns(
@@ -373,8 +388,64 @@ impl FilterRules {
     }
 }
 
+impl ResolvConfRules {
+    pub(super) fn validate(
+        raw: RawResolvConfRules,
+        mode: Mode,
+        field: &str,
+    ) -> Result<Self, PolicyError> {
+        let field = format!("{field}.paths");
+        if let Some(index) = raw.paths.iter().position(|path| !path.starts_with('/')) {
+            return Err(field_error(
+                &format!("{field}[{index}]"),
+                format!(
+                    "{:?} is not an absolute path: start it with /",
+                    raw.paths[index]
+                ),
+            ));
+        }
+        Ok(Self {
+            mode: raw.mode.unwrap_or(mode),
+            paths: patterns(raw.paths, &field, str::to_string)?,
+        })
+    }
+
+    /// Builds the rules of an entry without a `resolvConf` section.
+    pub fn defaults(mode: Mode) -> Self {
+        let paths = DEFAULT_RESOLV_CONF_PATHS
+            .iter()
+            .map(|path| Pattern::new(path).expect("the default patterns are valid"))
+            .collect();
+        Self { mode, paths }
+    }
+
+    /// Checks the named path and, when it exists, the file it leads to, so
+    /// an allowed name cannot be a link to a file the policy does not allow.
+    fn check(&self, path: &str, target: Option<&str>) -> Option<Decision> {
+        let options = MatchOptions {
+            require_literal_separator: true,
+            ..MatchOptions::new()
+        };
+        let allowed = |file: &str| {
+            self.paths
+                .iter()
+                .any(|pattern| pattern.matches_with(file, options))
+        };
+
+        let reason = if !allowed(path) {
+            format!("resolv.conf path {path:?} matches no allowed pattern")
+        } else {
+            let target = target.filter(|target| !allowed(target))?;
+            format!(
+                "resolv.conf path {path:?} leads to {target:?}, which matches no allowed pattern"
+            )
+        };
+        Some(Decision::violation(self.mode, "resolvConf.paths", reason))
+    }
+}
+
 /// Matches a request against the section it belongs to; an absent section
-/// allows it.
+/// allows it, except `resolvConf`, whose absence allows only the defaults.
 pub(super) fn check(policy: &PluginPolicy, request: &Request<'_>) -> Decision {
     let violation = match request {
         Request::EnsureBridge { name, mtu } => policy.links.as_ref().and_then(|rules| {
@@ -483,6 +554,10 @@ pub(super) fn check(policy: &PluginPolicy, request: &Request<'_>) -> Decision {
             .filter
             .as_ref()
             .and_then(|rules| rules.check_admin_chain(name)),
+        Request::ResolvConf { path, target } => match &policy.resolv_conf {
+            Some(rules) => rules.check(path, *target),
+            None => ResolvConfRules::defaults(policy.mode).check(path, *target),
+        },
         _ => None,
     };
     violation.unwrap_or_else(|| Decision::allow(request.interface()))

@@ -20,6 +20,9 @@ pub struct IpamConfig {
     pub routes: Vec<Route>,
     /// Addresses requested for this attachment, without prefix length.
     pub requested: Vec<IpAddr>,
+    /// Absolute path of the resolv.conf whose settings become the result's
+    /// `dns`; an empty `resolvConf` counts as absent, as in the reference.
+    pub resolv_conf: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -43,9 +46,6 @@ struct RawIpam {
     /// The host opens `<dataDir>/<network>` and preopens it at `/state`.
     #[allow(dead_code, reason = "read by the host, accepted here")]
     data_dir: Option<String>,
-    // TODO: `resolvConf` needs a file the sandbox cannot open, so the result
-    // carries no DNS from it until the host passes the file's content.
-    #[allow(dead_code, reason = "accepted but not yet applied")]
     resolv_conf: Option<String>,
 }
 
@@ -82,6 +82,7 @@ impl IpamConfig {
             range_sets,
             routes: raw.routes,
             requested,
+            resolv_conf: raw.resolv_conf.filter(|path| !path.is_empty()),
         })
     }
 }
@@ -241,6 +242,21 @@ mod tests {
         .unwrap();
         assert_eq!(config.range_sets[0][0].subnet.to_string(), "10.9.0.0/16");
         assert_eq!(config.range_sets[1][0].subnet.to_string(), "10.1.2.0/24");
+    }
+
+    #[test]
+    fn resolv_conf_read() {
+        let with = |path: &str| {
+            parse(json!({"cniVersion": "1.0.0", "name": "n", "ipam": {
+                "type": "host-local", "subnet": "10.1.2.0/24", "resolvConf": path}}))
+            .unwrap()
+            .resolv_conf
+        };
+        assert_eq!(
+            with("/etc/resolv.conf").as_deref(),
+            Some("/etc/resolv.conf")
+        );
+        assert_eq!(with(""), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 pub mod allocator;
 pub mod config;
+pub mod dns;
 pub mod range;
 pub mod store;
 
@@ -32,7 +33,15 @@ pub struct HostLocal;
 impl Plugin for HostLocal {
     fn add(inv: &Invocation, config: &PluginConfig) -> Result<AddOutput, CniError> {
         let ipam = IpamConfig::parse(config, inv)?;
-        let result = allocate_all(&ipam, &Store::new(STATE_DIR), &owner_of(inv))?;
+        // The reference reads the file before allocating, so a bad file
+        // leaves no allocation behind.
+        let dns = match &ipam.resolv_conf {
+            Some(path) => dns::read_resolv_conf(path)?,
+            None => Default::default(),
+        };
+
+        let mut result = allocate_all(&ipam, &Store::new(STATE_DIR), &owner_of(inv))?;
+        result.dns = dns;
         Ok(AddOutput::Result(result))
     }
 
