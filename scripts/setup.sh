@@ -6,7 +6,7 @@ set -euo pipefail
 # busybox-static rather than busybox: the two conflict, and podman's tests need
 # the static one to build an image; both provide /bin/busybox. podman runs its
 # containers with runc (crun fails on the hybrid cgroup layout of test machines).
-packages=(iptables iproute2 containernetworking-plugins curl busybox-static util-linux procps podman runc)
+packages=(iptables iproute2 conntrack containernetworking-plugins curl busybox-static util-linux procps podman runc)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -2,6 +2,7 @@
 //! over rtnetlink, kernel parameters under `/proc/sys`, and NAT and forwarding
 //! rules through `iptables -S`, `iptables-save` and `iptables-restore`.
 
+mod conntrack;
 mod iptables;
 mod netlink;
 pub mod netns;

@@ -141,6 +141,30 @@ impl IptablesFirewall {
         Ok(())
     }
 
+    /// Installs the rules of `rules` under the lock: in one restore for an
+    /// owner seen for the first time, else from a read of the chains.
+    fn install_port_mappings(
+        &self,
+        family: Family,
+        operation: &str,
+        rules: &rules::PortMapRules,
+    ) -> Result<(), KernelError> {
+        let _lock = self.lock(operation)?;
+        if let Some(first_try) = script::new_port_mappings_script(rules) {
+            match restore(family, operation, &first_try) {
+                Ok(()) => return Ok(()),
+                Err(error) => tracing::debug!(%error, "port mappings need a read of the table"),
+            }
+        }
+
+        let state = self.read_nat(family, operation, &rules.chains())?;
+        apply(
+            family,
+            operation,
+            &script::add_port_mappings_script(&state, rules),
+        )
+    }
+
     /// Lists `chains` under the lock, so no restore runs halfway.
     fn read(
         &self,
@@ -388,6 +412,21 @@ fn restore_text(family: Family, operation: &str, text: &str) -> Result<(), Kerne
     Ok(())
 }
 
+/// Returns the host ports of the UDP mappings that apply to `family`, each
+/// once.
+fn udp_host_ports(spec: &PortMapSpec, family: Family) -> Vec<u16> {
+    let mut ports: Vec<u16> = spec
+        .mappings
+        .iter()
+        .filter(|mapping| mapping.protocol == crate::kernel::Protocol::Udp)
+        .filter(|mapping| mapping.host_ip.is_none_or(|ip| Family::of(ip) == family))
+        .map(|mapping| mapping.host_port)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
 fn command_error(operation: &str, reason: String) -> KernelError {
     KernelError::new(KernelErrorKind::Failed, Namespace::Host, operation, reason)
 }
@@ -427,20 +466,11 @@ impl Firewall for IptablesFirewall {
             self.enable_localnet(spec.container_address.addr())?;
         }
 
-        let _lock = self.lock(&operation)?;
-        if let Some(first_try) = script::new_port_mappings_script(&rules) {
-            match restore(family, &operation, &first_try) {
-                Ok(()) => return Ok(()),
-                Err(error) => tracing::debug!(%error, "port mappings need a read of the table"),
-            }
-        }
+        self.install_port_mappings(family, &operation, &rules)?;
 
-        let state = self.read_nat(family, &operation, &rules.chains())?;
-        apply(
-            family,
-            &operation,
-            &script::add_port_mappings_script(&state, &rules),
-        )
+        let udp_ports = udp_host_ports(spec, family);
+        super::conntrack::flush_udp_ports(family == Family::V6, &udp_ports, &operation);
+        Ok(())
     }
 
     fn check_port_mappings(
