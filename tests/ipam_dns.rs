@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use cniwasm_integration_tests::reference::{REFERENCE_PLUGIN_DIR, ReferenceRun};
+use cniwasm_integration_tests::reference::ReferenceRun;
 use cniwasm_integration_tests::{
     CliOutput, Netns, Scenario, assert_cni_error, container_id, require_root,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 const NETWORK: &str = "dnsnet";
 
@@ -82,16 +82,7 @@ fn dns_matches_reference() {
     reference_list["plugins"][0]["type"] = json!("host-local");
     reference_list["plugins"][0]["ipam"]["dataDir"] = json!(theirs.ipam_dir());
     let id = container_id(&their_netns);
-    let reference = ReferenceRun {
-        host: &theirs.host,
-        list: &reference_list,
-        container_id: &id,
-        netns_path: &their_netns,
-        ifname: "eth0",
-        capability_args: &Map::new(),
-        plugin_dir: REFERENCE_PLUGIN_DIR,
-        extra_env: &[],
-    };
+    let reference = ReferenceRun::plain(&theirs.host, &reference_list, &id, &their_netns);
     let their_result = reference.add().expect("reference host-local ADD");
 
     assert_eq!(
