@@ -35,12 +35,12 @@ fn exec(program: &str, environment: &[(&str, &str)], stdin: &str) -> (bool, Valu
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|error| panic!("failed to start {program}: {error}"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // A plugin that rejects its environment may exit before it reads
+    // stdin, and then the write fails with a broken pipe.
+    let written = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    if let Err(error) = written {
+        assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "{error}");
+    }
     let output = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let value = serde_json::from_str(&stdout).unwrap_or_else(|_| json!({"raw": stdout}));
