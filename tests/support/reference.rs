@@ -126,12 +126,19 @@ impl ReferenceRun<'_> {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|error| format!("failed to start reference {plugin_type}: {error}"))?;
-        child
+        // A plugin that rejects its environment may exit before it reads
+        // stdin, and its exit status then tells what happened.
+        let written = child
             .stdin
             .take()
             .expect("stdin is piped")
-            .write_all(config.as_bytes())
-            .map_err(|error| format!("failed to write config to {plugin_type}: {error}"))?;
+            .write_all(config.as_bytes());
+        match written {
+            Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(format!("failed to write config to {plugin_type}: {error}"));
+            }
+            _ => {}
+        }
         let output = child
             .wait_with_output()
             .map_err(|error| format!("failed to wait for {plugin_type}: {error}"))?;
