@@ -30,6 +30,32 @@ pub struct ReferenceRun<'a> {
     pub extra_env: &'a [(&'a str, &'a str)],
 }
 
+/// The capability arguments of a run that passes none.
+static NO_CAPABILITY_ARGS: std::sync::LazyLock<Map<String, Value>> =
+    std::sync::LazyLock::new(Map::new);
+
+impl<'a> ReferenceRun<'a> {
+    /// Builds a run of the reference plugins for `eth0` in the container at
+    /// `netns_path`, without capability arguments or extra environment.
+    pub fn plain(
+        host: &'a Netns,
+        list: &'a Value,
+        container_id: &'a str,
+        netns_path: &'a str,
+    ) -> Self {
+        ReferenceRun {
+            host,
+            list,
+            container_id,
+            netns_path,
+            ifname: "eth0",
+            capability_args: &NO_CAPABILITY_ARGS,
+            plugin_dir: REFERENCE_PLUGIN_DIR,
+            extra_env: &[],
+        }
+    }
+}
+
 impl ReferenceRun<'_> {
     /// Runs ADD through every plugin in order; returns the final result.
     pub fn add(&self) -> Result<Value, String> {
