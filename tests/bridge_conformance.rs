@@ -8,8 +8,8 @@
 
 use cniwasm_integration_tests::reference::{REFERENCE_PLUGIN_DIR, ReferenceRun};
 use cniwasm_integration_tests::{
-    CliOutput, HttpServer, Netns, Scenario, cniwasm_binary, container_id, http_get, plugin_dir,
-    require_root, shared_compile_cache,
+    CliOutput, HttpServer, Netns, Scenario, cniwasm_binary, container_id, http_get,
+    normalize_result, plugin_dir, require_root, shared_compile_cache,
 };
 use serde_json::{Map, Value, json};
 
@@ -95,25 +95,6 @@ fn assert_host_links(host: &Netns, veths: usize) -> Vec<String> {
         assert_eq!(link(host, port)["master"], json!(BRIDGE), "{port}");
     }
     ports
-}
-
-/// Blanks what differs between two runs: MACs, the host veth's random name
-/// and the sandbox path.
-fn normalize(result: &Value) -> Value {
-    let mut result = result.clone();
-    for interface in result["interfaces"].as_array_mut().into_iter().flatten() {
-        interface["mac"] = json!("<mac>");
-        if interface.get("sandbox").is_some() {
-            interface["sandbox"] = json!("<netns>");
-        }
-        if interface["name"]
-            .as_str()
-            .is_some_and(|name| name.starts_with("veth"))
-        {
-            interface["name"] = json!("<veth>");
-        }
-    }
-    result
 }
 
 /// One attachment driven through the reference plugins in a scenario of
@@ -237,7 +218,11 @@ fn bridge_end_to_end(version: &str) {
         let reference = Reference::new(&list, &first, "{}");
         let run = reference.run(&[]);
         let theirs = run.add().expect("reference ADD");
-        assert_eq!(normalize(&result), normalize(&theirs), "{version}");
+        assert_eq!(
+            normalize_result(&result),
+            normalize_result(&theirs),
+            "{version}"
+        );
         assert_host_links(&reference.scenario.host, 1);
         run.del(Some(&theirs)).expect("reference DEL");
         assert_eq!(sorted_links(&reference.scenario.host), [BRIDGE, "lo"]);

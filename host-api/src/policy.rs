@@ -532,6 +532,10 @@ pub enum Request<'a> {
         /// Transmit queue length in packets.
         tx_queue_len: Option<u32>,
     },
+    /// The VLANs of a bridge port in the host namespace.
+    PortVlans {
+        name: &'a str,
+    },
     GetLink {
         side: Side,
         name: &'a str,
@@ -598,6 +602,7 @@ impl Request<'_> {
             Request::EnsureBridge { .. }
             | Request::CreateVeth { .. }
             | Request::ConfigureLink { .. }
+            | Request::PortVlans { .. }
             | Request::GetLink { .. }
             | Request::DeleteLink { .. } => "link",
             Request::Address { .. } | Request::ListAddresses { .. } => "address",

@@ -12,7 +12,8 @@ use ipnet::IpNet;
 
 use crate::kernel::{
     BridgeSpec, Firewall, ForwardFilter, ForwardSpec, Kernel, KernelError, KernelErrorKind,
-    LinkInfo, LinkSettings, Namespace, Netlink, Owner, PortMapSpec, RouteSpec, Sysctl, VethSpec,
+    LinkInfo, LinkSettings, Namespace, Netlink, Owner, PortMapSpec, PortVlans, RouteSpec, Sysctl,
+    VethSpec,
 };
 
 /// One call to the fake kernel, with its arguments.
@@ -32,6 +33,10 @@ pub enum KernelCall {
         ns: Namespace,
         name: String,
         settings: LinkSettings,
+    },
+    SetPortVlans {
+        name: String,
+        vlans: PortVlans,
     },
     DeleteLink {
         ns: Namespace,
@@ -115,6 +120,7 @@ pub enum CallKind {
     CreateVeth,
     GetLink,
     ConfigureLink,
+    SetPortVlans,
     DeleteLink,
     AddAddress,
     DeleteAddress,
@@ -143,6 +149,7 @@ impl KernelCall {
             KernelCall::CreateVeth { .. } => CallKind::CreateVeth,
             KernelCall::GetLink { .. } => CallKind::GetLink,
             KernelCall::ConfigureLink { .. } => CallKind::ConfigureLink,
+            KernelCall::SetPortVlans { .. } => CallKind::SetPortVlans,
             KernelCall::DeleteLink { .. } => CallKind::DeleteLink,
             KernelCall::AddAddress { .. } => CallKind::AddAddress,
             KernelCall::DeleteAddress { .. } => CallKind::DeleteAddress,
@@ -195,6 +202,22 @@ struct ScriptedFailure {
     error: KernelErrorKind,
 }
 
+/// One VLAN of a bridge port, as `bridge vlan show` lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortVlanEntry {
+    pub vid: u16,
+    pub pvid: bool,
+    pub untagged: bool,
+}
+
+/// The VLAN the kernel gives a port when it joins a bridge, with the PVID
+/// and untagged flags (the bridge's default_pvid, 1).
+const DEFAULT_PORT_VLAN: PortVlanEntry = PortVlanEntry {
+    vid: 1,
+    pvid: true,
+    untagged: true,
+};
+
 /// The in-memory kernel state the fake keeps.
 #[derive(Debug, Default)]
 struct Model {
@@ -205,6 +228,8 @@ struct Model {
     addresses: HashMap<(Namespace, String), Vec<IpNet>>,
     routes: HashMap<Namespace, Vec<RouteSpec>>,
     sysctls: HashMap<(Namespace, String), String>,
+    /// VLANs of host bridge ports, by port name and VLAN ID.
+    port_vlans: HashMap<String, BTreeMap<u16, PortVlanEntry>>,
     port_mappings: HashMap<Owner, Vec<PortMapSpec>>,
     masquerades: HashMap<Owner, Vec<IpNet>>,
     /// Admin chains that exist, in creation order.
@@ -352,6 +377,16 @@ impl Recorder {
             .get(&ns)
             .and_then(|links| links.get(name))
             .cloned()
+    }
+
+    /// Returns the VLANs of a host bridge port, by VLAN ID.
+    pub fn port_vlans(&self, name: &str) -> Vec<PortVlanEntry> {
+        let model = lock(&self.shared.model);
+        model
+            .port_vlans
+            .get(name)
+            .map(|vlans| vlans.values().copied().collect())
+            .unwrap_or_default()
     }
 
     pub fn links(&self, ns: Namespace) -> Vec<LinkInfo> {
@@ -601,7 +636,52 @@ impl Netlink for RecordingKernel {
 
             let link = model.links_mut(ns).get_mut(name).expect("checked above");
             apply_settings(link, settings);
-            Ok(link.clone())
+            let link = link.clone();
+            // A new bridge port gets VLAN 1, as the kernel gives it.
+            if ns == Namespace::Host && settings.master.is_some() {
+                let vlans = model.port_vlans.entry(name.to_string()).or_default();
+                vlans
+                    .entry(DEFAULT_PORT_VLAN.vid)
+                    .or_insert(DEFAULT_PORT_VLAN);
+            }
+            Ok(link)
+        })
+    }
+
+    fn set_port_vlans(&mut self, name: &str, vlans: &PortVlans) -> Result<(), KernelError> {
+        let call = KernelCall::SetPortVlans {
+            name: name.to_string(),
+            vlans: vlans.clone(),
+        };
+        self.record(call, |model| {
+            let operation = format!("set VLANs of bridge port {name}");
+            model.require_link(Namespace::Host, name, &operation)?;
+            let entries = model.port_vlans.entry(name.to_string()).or_default();
+
+            if vlans.remove_default && entries.remove(&DEFAULT_PORT_VLAN.vid).is_none() {
+                let reason = format!("{name} has no VLAN 1");
+                return Err(KernelError::new(
+                    KernelErrorKind::NotFound,
+                    Namespace::Host,
+                    operation,
+                    reason,
+                ));
+            }
+            for vlan in &vlans.vlans {
+                // A port has one PVID: a new one takes the flag from the old.
+                if vlan.pvid {
+                    entries.values_mut().for_each(|entry| entry.pvid = false);
+                }
+                for vid in vlan.min_id..=vlan.max_id {
+                    let entry = PortVlanEntry {
+                        vid,
+                        pvid: vlan.pvid,
+                        untagged: vlan.untagged,
+                    };
+                    entries.insert(vid, entry);
+                }
+            }
+            Ok(())
         })
     }
 
@@ -613,6 +693,9 @@ impl Netlink for RecordingKernel {
         self.record(call, |model| {
             model.check_namespace(ns, &format!("delete link {name}"))?;
             let removed = model.links_mut(ns).remove(name).is_some();
+            if ns == Namespace::Host {
+                model.port_vlans.remove(name);
+            }
             model.addresses.remove(&(ns, name.to_string()));
             let routes = model.routes.entry(ns).or_default();
             routes.retain(|route| route.device.as_deref() != Some(name));

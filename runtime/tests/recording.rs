@@ -329,3 +329,118 @@ fn firewall_follows_result() {
         }]
     );
 }
+
+/// Writes a one-bridge list named `vlannet` with the bridge options
+/// `options`, and parses it.
+fn vlan_list(dir: &Path, options: serde_json::Value) -> cniwasm_runtime::config::NetworkConfigList {
+    let mut bridge = json!({"type": "bridge", "bridge": "vlanbr",
+        "ipam": {"type": "host-local", "subnet": "10.244.91.0/24"}});
+    for (key, value) in options.as_object().unwrap() {
+        bridge[key] = value.clone();
+    }
+    let list = json!({"cniVersion": "1.0.0", "name": "vlannet", "plugins": [bridge]});
+    let path = dir.join("vlan.conflist");
+    std::fs::write(&path, list.to_string()).unwrap();
+    parse_list_file(&path).unwrap()
+}
+
+/// Runs ADD of `options` and returns the recorder, with the host veth's
+/// VLANs as (vid, pvid, untagged).
+fn vlans_after_add(options: serde_json::Value) -> Vec<(u16, bool, bool)> {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = Arc::new(RecordingFactory::default());
+    let runtime = runtime(dir.path(), factory.clone());
+
+    let result = runtime
+        .add(&vlan_list(dir.path(), options), &attachment(dir.path()))
+        .unwrap();
+
+    let recorder = &factory.recorders.lock().unwrap()[0];
+    let bridge = recorder.calls_of(CallKind::EnsureBridge);
+    assert!(
+        matches!(&bridge[..], [KernelCall::EnsureBridge { spec }] if spec.vlan_filtering),
+        "{bridge:?}"
+    );
+    let veth = result["interfaces"][1]["name"].as_str().unwrap();
+    recorder
+        .port_vlans(veth)
+        .iter()
+        .map(|entry| (entry.vid, entry.pvid, entry.untagged))
+        .collect()
+}
+
+#[test]
+fn trunk_with_native_vlan() {
+    let vlans = vlans_after_add(json!({"vlanTrunk": [{"id": 101}, {"minID": 200, "maxID": 210}]}));
+
+    let mut expected = vec![(1, true, true), (101, false, false)];
+    expected.extend((200..=210).map(|vid| (vid, false, false)));
+    assert_eq!(vlans, expected);
+}
+
+#[test]
+fn vlan_replaces_default() {
+    let vlans = vlans_after_add(json!({"vlan": 100, "preserveDefaultVlan": false}));
+    assert_eq!(vlans, [(100, true, true)]);
+}
+
+#[test]
+fn vlan_preserves_default() {
+    let vlans = vlans_after_add(json!({"vlan": 100, "preserveDefaultVlan": true}));
+    // The PVID moves to 100; VLAN 1 stays, untagged.
+    assert_eq!(vlans, [(1, false, true), (100, true, true)]);
+}
+
+/// A failed VLAN setup removes the veth and the bridge this ADD created;
+/// DEL after a good ADD deletes the container end and frees the address.
+#[test]
+fn vlan_failure_and_del_clean_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = Arc::new(RecordingFactory::default());
+    let list = vlan_list(dir.path(), json!({"vlan": 100}));
+
+    struct FailingVlans(Arc<RecordingFactory>);
+    impl KernelFactory for FailingVlans {
+        fn open(&self, netns: Option<&Path>) -> Result<Kernel, KernelError> {
+            let kernel = self.0.open(netns)?;
+            let recorders = self.0.recorders.lock().unwrap();
+            let failed = cniwasm_host_api::kernel::KernelErrorKind::Failed;
+            recorders
+                .last()
+                .unwrap()
+                .fail_call(CallKind::SetPortVlans, 1, failed);
+            Ok(kernel)
+        }
+    }
+    let failing = runtime_with(dir.path(), Arc::new(FailingVlans(factory.clone())));
+
+    let error = failing.add(&list, &attachment(dir.path())).unwrap_err();
+
+    assert!(error.to_string().contains("VLANs"), "{error}");
+    let recorder = factory.recorders.lock().unwrap()[0].clone();
+    assert!(
+        recorder.links(Namespace::Host).is_empty(),
+        "{:?}",
+        recorder.links(Namespace::Host)
+    );
+    assert!(recorder.link(Namespace::Container, "eth0").is_none());
+
+    let working = runtime(dir.path(), factory.clone());
+    working.add(&list, &attachment(dir.path())).unwrap();
+    working.del(&list, &attachment(dir.path())).unwrap();
+    let recorders = factory.recorders.lock().unwrap();
+    let deleted = recorders.last().unwrap().calls_of(CallKind::DeleteLink);
+    assert_eq!(
+        deleted,
+        [KernelCall::DeleteLink {
+            ns: Namespace::Container,
+            name: "eth0".into()
+        }]
+    );
+    let reservations = std::fs::read_dir(dir.path().join("ipam/vlannet")).unwrap();
+    let left: Vec<_> = reservations
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("10."))
+        .collect();
+    assert!(left.is_empty(), "reservations left: {left:?}");
+}

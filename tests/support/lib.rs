@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub mod reference;
 
@@ -450,4 +450,23 @@ pub fn http_get(netns: &Netns, url: &str) -> Option<String> {
         .status
         .success()
         .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Blanks what differs between two runs: MACs, the host veth's random name
+/// and the sandbox path.
+pub fn normalize_result(result: &Value) -> Value {
+    let mut result = result.clone();
+    for interface in result["interfaces"].as_array_mut().into_iter().flatten() {
+        interface["mac"] = json!("<mac>");
+        if interface.get("sandbox").is_some() {
+            interface["sandbox"] = json!("<netns>");
+        }
+        if interface["name"]
+            .as_str()
+            .is_some_and(|name| name.starts_with("veth"))
+        {
+            interface["name"] = json!("<veth>");
+        }
+    }
+    result
 }

@@ -88,6 +88,27 @@ pub struct LinkSettings {
     pub tx_queue_len: Option<u32>,
 }
 
+/// One VLAN ID, or a range of them, on a bridge port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortVlan {
+    /// First VLAN ID, 1 to 4094.
+    pub min_id: u16,
+    /// Last VLAN ID; equal to `min_id` for a single VLAN.
+    pub max_id: u16,
+    /// Untagged ingress frames join this VLAN (a single VLAN only).
+    pub pvid: bool,
+    /// Egress frames of these VLANs leave untagged.
+    pub untagged: bool,
+}
+
+/// The VLAN membership to give a bridge port.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortVlans {
+    /// Remove the kernel's default VLAN 1 from the port before adding.
+    pub remove_default: bool,
+    pub vlans: Vec<PortVlan>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSpec {
     pub dst: IpNet,
@@ -116,6 +137,10 @@ pub trait Netlink {
         name: &str,
         settings: &LinkSettings,
     ) -> Result<LinkInfo, KernelError>;
+
+    /// Sets the VLANs of a bridge port in the host namespace: removes
+    /// VLAN 1 first when asked, then adds each entry.
+    fn set_port_vlans(&mut self, name: &str, vlans: &PortVlans) -> Result<(), KernelError>;
 
     /// Deletes a link; returns false when it did not exist. The deletion may
     /// still be running when this returns: [`Netlink::settle`] waits for it

@@ -92,6 +92,14 @@ impl Netlink for SharedNetlink {
         self.lock().configure_link(ns, name, settings)
     }
 
+    fn set_port_vlans(
+        &mut self,
+        name: &str,
+        vlans: &crate::kernel::PortVlans,
+    ) -> Result<(), KernelError> {
+        self.lock().set_port_vlans(name, vlans)
+    }
+
     fn delete_link(&mut self, ns: Namespace, name: &str) -> Result<bool, KernelError> {
         self.lock().delete_link(ns, name)
     }

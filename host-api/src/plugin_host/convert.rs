@@ -38,6 +38,50 @@ impl From<link::LinkSettings> for kernel::LinkSettings {
     }
 }
 
+/// The VLAN IDs a bridge port can carry: 0 and 4095 are reserved by
+/// IEEE 802.1Q, and the kernel rejects them.
+const VLAN_IDS: std::ops::RangeInclusive<u16> = 1..=4094;
+
+/// Checks and converts port VLANs: IDs in 1..=4094, ranges in order, and at
+/// most one PVID, on a single VLAN.
+pub(super) fn port_vlans_from_wit(spec: &link::PortVlans) -> Result<kernel::PortVlans, HostError> {
+    let mut pvids = 0;
+    for vlan in &spec.vlans {
+        let (min, max) = (vlan.min_id, vlan.max_id);
+        if !VLAN_IDS.contains(&min) || !VLAN_IDS.contains(&max) || min > max {
+            return Err(HostError::Invalid(format!(
+                "invalid port VLAN range {min}-{max}: expected IDs from 1 to 4094, the first not above the last"
+            )));
+        }
+        if vlan.pvid && min != max {
+            return Err(HostError::Invalid(format!(
+                "invalid port VLAN range {min}-{max} with pvid: the PVID must be a single VLAN"
+            )));
+        }
+        pvids += usize::from(vlan.pvid);
+    }
+    if pvids > 1 {
+        return Err(HostError::Invalid(format!(
+            "{pvids} port VLAN entries set pvid: a port has one PVID"
+        )));
+    }
+
+    let vlans = spec
+        .vlans
+        .iter()
+        .map(|vlan| kernel::PortVlan {
+            min_id: vlan.min_id,
+            max_id: vlan.max_id,
+            pvid: vlan.pvid,
+            untagged: vlan.untagged,
+        })
+        .collect();
+    Ok(kernel::PortVlans {
+        remove_default: spec.remove_default,
+        vlans,
+    })
+}
+
 pub(super) fn route_from_wit(spec: &route::RouteSpec) -> Result<kernel::RouteSpec, HostError> {
     let gateway = spec
         .gw
@@ -108,4 +152,52 @@ pub(super) fn port_map_from_wit(spec: &nat::PortMapSpec) -> Result<kernel::PortM
         masq_all: spec.masq_all,
         mark_bit: spec.mark_bit,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vlan(min_id: u16, max_id: u16, pvid: bool) -> link::PortVlan {
+        link::PortVlan {
+            min_id,
+            max_id,
+            pvid,
+            untagged: pvid,
+        }
+    }
+
+    fn convert(vlans: Vec<link::PortVlan>) -> Result<kernel::PortVlans, HostError> {
+        port_vlans_from_wit(&link::PortVlans {
+            remove_default: true,
+            vlans,
+        })
+    }
+
+    #[test]
+    fn port_vlans_accepted() {
+        let spec = convert(vec![vlan(100, 100, true), vlan(200, 210, false)]).unwrap();
+        assert!(spec.remove_default);
+        assert_eq!(spec.vlans.len(), 2);
+        assert_eq!((spec.vlans[1].min_id, spec.vlans[1].max_id), (200, 210));
+        assert!(spec.vlans[0].pvid && spec.vlans[0].untagged);
+    }
+
+    #[test]
+    fn port_vlans_rejected() {
+        let cases = [
+            vec![vlan(0, 0, false)],
+            vec![vlan(4095, 4095, false)],
+            vec![vlan(10, 9, false)],
+            vec![vlan(10, 12, true)],
+            vec![vlan(10, 10, true), vlan(11, 11, true)],
+        ];
+        for vlans in cases {
+            let error = convert(vlans.clone()).unwrap_err();
+            assert!(
+                matches!(error, HostError::Invalid(_)),
+                "{vlans:?}: {error:?}"
+            );
+        }
+    }
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::cniwasm::host::{
     address, dns, filter, ipam, link, log, nat, route, state, sysctl, types,
 };
-use super::convert::{port_map_from_wit, route_from_wit, route_to_wit};
+use super::convert::{port_map_from_wit, port_vlans_from_wit, route_from_wit, route_to_wit};
 use super::{
     Call, HostContext, HostError, IpamCommand, Netns, WitCniError, check_ifname, namespace,
     parse_net, random_veth_name,
@@ -149,6 +149,29 @@ impl link::Host for HostContext {
                     .configure_link(namespace(ns), &name, &settings.into())?;
                 Ok(info.into())
             },
+        )
+    }
+
+    fn set_port_vlans(&mut self, name: String, vlans: link::PortVlans) -> HostResult<()> {
+        let parsed = match port_vlans_from_wit(&vlans) {
+            Ok(parsed) => parsed,
+            Err(error) => return Ok(Err(error)),
+        };
+        let entries: Vec<_> = parsed
+            .vlans
+            .iter()
+            .map(|v| json!({"minId": v.min_id, "maxId": v.max_id, "pvid": v.pvid, "untagged": v.untagged}))
+            .collect();
+        let call = Call {
+            operation: "link.set-port-vlans",
+            arguments: json!({"name": name, "removeDefault": parsed.remove_default, "vlans": entries}),
+            requests: vec![Request::PortVlans { name: &name }],
+        };
+
+        self.dispatch(
+            call,
+            |kernel, rules| rules.bridge_port(kernel, &name),
+            |kernel, _| Ok(kernel.netlink.set_port_vlans(&name, &parsed)?),
         )
     }
 

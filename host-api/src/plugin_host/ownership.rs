@@ -2,7 +2,8 @@
 //! The container namespace belongs to the attachment. In the host namespace
 //! a plugin may change only the links this chain operation created and the
 //! bridges its policy allows, never `lo` or another interface, and only the
-//! host sysctls of those links plus IP forwarding. NAT rules may only point
+//! host sysctls of those links plus IP forwarding, and set bridge-port
+//! VLANs only on a port it created. NAT rules may only point
 //! at addresses of the attachment's own interface, and so may forwarding
 //! rules, whose admin chain must not be a built-in chain or target.
 
@@ -79,6 +80,33 @@ impl Ownership<'_> {
                     "host link {name:?} was not created for this attachment and is not an allowed bridge"
                 ),
             )),
+            // An absent link fails in the kernel with a clear not-found error.
+            _ => None,
+        }
+    }
+
+    /// Checks a bridge port whose VLANs are to be set: only a link this
+    /// chain operation created, such as the attachment's host veth, and
+    /// already a port of a bridge. A port of another container, or a
+    /// bridge itself, carries VLANs other attachments rely on.
+    pub fn bridge_port(&self, kernel: &mut Kernel, name: &str) -> Option<Decision> {
+        let created = self.created.iter().any(|created| created == name);
+        if !created {
+            return Some(Decision::ownership(
+                "hostLinks",
+                format!("host link {name:?} was not created for this attachment"),
+            ));
+        }
+
+        match kernel.netlink.get_link(Namespace::Host, name) {
+            Ok(Some(info)) if info.kind == "bridge" || info.master.is_none() => {
+                Some(Decision::ownership(
+                    "hostLinks",
+                    format!(
+                        "host link {name:?} is not a bridge port; enslave it to the bridge before setting its VLANs"
+                    ),
+                ))
+            }
             // An absent link fails in the kernel with a clear not-found error.
             _ => None,
         }

@@ -481,6 +481,10 @@ pub(super) fn check(policy: &PluginPolicy, request: &Request<'_>) -> Decision {
                 .or_else(|| rules.check_mtu(*mtu))
                 .or_else(|| rules.check_tx_queue_len(*tx_queue_len))
         }),
+        Request::PortVlans { name } => policy
+            .links
+            .as_ref()
+            .and_then(|rules| rules.check_host_name(name)),
         Request::DeleteLink {
             side: Side::Container,
             name,

@@ -191,6 +191,7 @@ mod tests {
             force_address: false,
             mac: None,
             disable_container_interface: false,
+            vlan: Default::default(),
         }
     }
 

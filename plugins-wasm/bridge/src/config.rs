@@ -5,6 +5,8 @@ use serde_json::Value;
 
 use cniwasm_plugin_sdk::{CniError, Invocation, PluginConfig, codes};
 
+use crate::vlan::{RawTrunk, RawVlan, VlanConfig};
+
 /// The bridge plugin's options, with defaults applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgeConfig {
@@ -32,6 +34,8 @@ pub struct BridgeConfig {
     pub mac: Option<String>,
     /// Whether the container end stays down, which is valid only without IPAM.
     pub disable_container_interface: bool,
+    /// The host port's VLANs.
+    pub vlan: VlanConfig,
 }
 
 #[derive(Deserialize)]
@@ -55,7 +59,7 @@ struct RawConfig {
     #[serde(default)]
     vlan: i64,
     #[serde(default)]
-    vlan_trunk: Vec<Value>,
+    vlan_trunk: Vec<RawTrunk>,
     #[serde(default)]
     macspoofchk: bool,
     #[serde(default)]
@@ -64,11 +68,10 @@ struct RawConfig {
     port_isolation: bool,
     #[serde(default, rename = "enabledad")]
     enable_dad: bool,
-    /// Only changes what happens to VLAN entries when `vlan` or `vlanTrunk`
-    /// is set, and both are rejected, so any value has no effect here, as in
-    /// the reference plugin without VLANs. Read only to check its type.
+    /// False by default, as cni-spec.md 6.1 gives it: VLAN 1 is removed
+    /// from a port that gets `vlan` or `vlanTrunk`.
     #[serde(default, rename = "preserveDefaultVlan")]
-    _preserve_default_vlan: bool,
+    preserve_default_vlan: bool,
     ip_masq_backend: Option<String>,
 }
 
@@ -84,14 +87,20 @@ impl BridgeConfig {
                 "cannot set hairpinMode and promiscMode at the same time: choose one",
             ));
         }
-        // TODO: the host API has no bridge-port VLAN or MAC spoof-check
-        // calls yet, so these keys are rejected instead of ignored.
-        if raw.vlan != 0 || !raw.vlan_trunk.is_empty() {
-            return Err(unsupported(format!(
-                "vlan {} / vlanTrunk {:?} are not supported by this bridge plugin: remove them",
-                raw.vlan, raw.vlan_trunk
-            )));
+        let vlan = VlanConfig::parse(&RawVlan {
+            vlan: raw.vlan,
+            trunk: &raw.vlan_trunk,
+            preserve_default: raw.preserve_default_vlan,
+        })?;
+        // The reference puts the gateway address of a VLAN port on an extra
+        // veth pair of the bridge, and the host API has no call to create one.
+        if vlan.enabled() && (raw.is_gateway || raw.is_default_gateway) {
+            return Err(unsupported(
+                "vlan or vlanTrunk with isGateway or isDefaultGateway is not supported by this bridge plugin, which cannot create the VLAN gateway interface: remove isGateway, or put the gateway on a router outside the bridge",
+            ));
         }
+        // TODO: the host API has no MAC spoof-check calls yet, so the key
+        // is rejected instead of ignored.
         if raw.macspoofchk {
             return Err(unsupported(
                 "macspoofchk true is not supported by this bridge plugin: remove it",
@@ -113,6 +122,7 @@ impl BridgeConfig {
             force_address: raw.force_address,
             mac: requested_mac(config, inv),
             disable_container_interface: raw.disable_container_interface,
+            vlan,
         })
     }
 
@@ -217,13 +227,42 @@ mod tests {
     }
 
     #[test]
-    fn vlan_rejected_as_unsupported() {
-        let error = parse(
-            json!({"cniVersion": "1.0.0", "name": "n", "vlan": 100}),
+    fn vlan_read() {
+        let config = parse(
+            json!({"cniVersion": "1.0.0", "name": "n", "vlan": 100, "preserveDefaultVlan": true,
+                "vlanTrunk": [{"id": 101}]}),
             &Invocation::default(),
         )
-        .unwrap_err();
-        assert_eq!(error.code, 2);
+        .unwrap();
+        assert_eq!(config.vlan.vlan, 100);
+        assert_eq!(config.vlan.trunk.len(), 1);
+        assert!(config.vlan.preserve_default);
+    }
+
+    #[test]
+    fn vlan_errors_keep_reference_code() {
+        let error = with_keys(json!({"vlan": 4095})).unwrap_err();
+        assert_eq!(error.code, 999);
+        assert_eq!(
+            error.msg,
+            "invalid VLAN ID 4095 (must be between 0 and 4094)"
+        );
+
+        let error = with_keys(json!({"vlanTrunk": [{"id": 0}]})).unwrap_err();
+        assert_eq!(error.code, 999);
+        assert_eq!(with_keys(json!({"vlan": "abc"})).unwrap_err().code, 7);
+    }
+
+    #[test]
+    fn vlan_gateway_rejected() {
+        for gateway in ["isGateway", "isDefaultGateway"] {
+            let error = with_keys(json!({"vlan": 100, gateway: true})).unwrap_err();
+            assert_eq!(error.code, 2, "{gateway}");
+            assert!(error.msg.contains("isGateway"), "{}", error.msg);
+        }
+        let trunk = with_keys(json!({"vlanTrunk": [{"id": 5}], "isGateway": true}));
+        assert_eq!(trunk.unwrap_err().code, 2);
+        assert!(with_keys(json!({"vlan": 0, "isGateway": true})).is_ok());
     }
 
     /// Parses a 1.0.0 configuration with `keys` and no CNI_ARGS.
@@ -266,12 +305,10 @@ mod tests {
     }
 
     #[test]
-    fn preserve_default_vlan_has_no_effect() {
-        let config = with_keys(json!({"preserveDefaultVlan": true})).unwrap();
-        assert_eq!(config, with_keys(json!({})).unwrap());
-
-        let with_vlan = with_keys(json!({"vlan": 5, "preserveDefaultVlan": false}));
-        assert_eq!(with_vlan.unwrap_err().code, 2);
+    fn preserve_default_vlan_defaults_false() {
+        assert!(!with_keys(json!({})).unwrap().vlan.preserve_default);
+        let error = with_keys(json!({"preserveDefaultVlan": "no"})).unwrap_err();
+        assert_eq!(error.code, 7);
     }
 
     #[test]

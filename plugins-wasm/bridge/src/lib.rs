@@ -5,6 +5,7 @@
 mod addressing;
 mod check;
 mod config;
+mod vlan;
 
 use std::time::Duration;
 
@@ -153,7 +154,7 @@ fn ensure_bridge(options: &BridgeConfig) -> Result<LinkInfo, CniError> {
         name: options.bridge.clone(),
         mtu: options.mtu,
         promisc: options.promisc_mode,
-        vlan_filtering: false,
+        vlan_filtering: options.vlan.enabled(),
     })
     .context(&format!("failed to set up bridge {:?}", options.bridge))?;
 
@@ -224,6 +225,11 @@ impl Attachment<'_> {
             link::configure(Netns::Host, host, &port).context(&format!(
                 "failed to set hairpin mode or isolation on bridge port {host:?}"
             ))?;
+        }
+
+        if let Some(vlans) = self.options.vlan.port_vlans() {
+            link::set_port_vlans(host, &vlans)
+                .context(&format!("failed to set up VLANs on bridge port {host:?}"))?;
         }
 
         set_sysctl_best_effort(Netns::Host, &format!("net/ipv6/conf/{host}/accept_ra"), "0");

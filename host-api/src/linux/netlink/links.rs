@@ -2,13 +2,16 @@
 
 use futures::TryStreamExt;
 use netlink_packet_route::link::{
-    InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    BridgeVlanInfoFlags, InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo,
+    LinkMessage,
 };
-use rtnetlink::{LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth};
+use rtnetlink::{LinkBridge, LinkBridgePort, LinkBridgeVlan, LinkUnspec, LinkVeth};
 use std::os::fd::RawFd;
 
 use super::{Connection, errno};
-use crate::kernel::{BridgeSpec, KernelError, KernelErrorKind, LinkInfo, LinkSettings, VethSpec};
+use crate::kernel::{
+    BridgeSpec, KernelError, KernelErrorKind, LinkInfo, LinkSettings, PortVlan, VethSpec,
+};
 
 /// Looks a link up by name, returning `None` when the namespace has no such link.
 pub(super) async fn find_link(
@@ -187,6 +190,44 @@ pub(super) fn port_request(index: u32, settings: &LinkSettings) -> Option<LinkMe
     Some(builder.build())
 }
 
+/// The VLAN the kernel gives every new port of a filtering bridge
+/// (IFLA_BR_VLAN_DEFAULT_PVID, 1 unless the bridge was created otherwise).
+const DEFAULT_VLAN: u16 = 1;
+
+/// Builds the AF_BRIDGE RTM_DELLINK request that removes VLAN 1 from a port,
+/// as `bridge vlan del dev PORT vid 1` sends it.
+pub(super) fn default_vlan_removal(index: u32) -> LinkMessage {
+    LinkBridgeVlan::new(index)
+        .vlan(DEFAULT_VLAN, BridgeVlanInfoFlags::empty())
+        .build()
+}
+
+/// Builds one AF_BRIDGE RTM_SETLINK request with an IFLA_BRIDGE_VLAN_INFO
+/// entry per VLAN, and a RANGE_BEGIN/RANGE_END pair per range, inside
+/// IFLA_AF_SPEC; the kernel applies them in order. `None` when there are none.
+pub(super) fn port_vlans_request(index: u32, vlans: &[PortVlan]) -> Option<LinkMessage> {
+    if vlans.is_empty() {
+        return None;
+    }
+    let mut builder = LinkBridgeVlan::new(index);
+    for vlan in vlans {
+        let mut flags = BridgeVlanInfoFlags::empty();
+        if vlan.pvid {
+            flags |= BridgeVlanInfoFlags::Pvid;
+        }
+        if vlan.untagged {
+            flags |= BridgeVlanInfoFlags::Untagged;
+        }
+        builder = match vlan.min_id == vlan.max_id {
+            true => builder.vlan(vlan.min_id, flags),
+            false => builder
+                .vlan_range_start(vlan.min_id, flags)
+                .vlan_range_end(vlan.max_id, flags),
+        };
+    }
+    Some(builder.build())
+}
+
 pub(super) fn name_of(message: &LinkMessage) -> Option<String> {
     message.attributes.iter().find_map(|attr| match attr {
         LinkAttribute::IfName(name) => Some(name.clone()),
@@ -276,7 +317,10 @@ pub(super) fn format_mac(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netlink_packet_route::link::{InfoBridgePort, InfoKind, InfoPortData, InfoPortKind, State};
+    use netlink_packet_route::AddressFamily;
+    use netlink_packet_route::link::{
+        AfSpecBridge, InfoBridgePort, InfoKind, InfoPortData, InfoPortKind, State,
+    };
 
     #[test]
     fn mac_round_trips() {
@@ -348,6 +392,63 @@ mod tests {
             )])),
         ]);
         assert!(message.attributes.contains(&expected), "{message:?}");
+    }
+
+    /// The IFLA_BRIDGE_VLAN_INFO entries of an AF_BRIDGE request.
+    fn vlan_infos(message: &LinkMessage) -> Vec<(u16, BridgeVlanInfoFlags)> {
+        message
+            .attributes
+            .iter()
+            .filter_map(|attr| match attr {
+                LinkAttribute::AfSpecBridge(specs) => Some(specs),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|spec| match spec {
+                AfSpecBridge::VlanInfo(info) => Some((info.vid, info.flags)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn port_vlans_request_entries() {
+        assert!(port_vlans_request(4, &[]).is_none());
+        let vlans = [
+            PortVlan {
+                min_id: 100,
+                max_id: 100,
+                pvid: true,
+                untagged: true,
+            },
+            PortVlan {
+                min_id: 200,
+                max_id: 210,
+                pvid: false,
+                untagged: false,
+            },
+        ];
+        let message = port_vlans_request(4, &vlans).unwrap();
+
+        assert_eq!(message.header.index, 4);
+        assert_eq!(message.header.interface_family, AddressFamily::Bridge);
+        let infos = vlan_infos(&message);
+        let tagged = BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged;
+        assert_eq!(
+            infos,
+            [
+                (100, tagged),
+                (200, BridgeVlanInfoFlags::RangeBegin),
+                (210, BridgeVlanInfoFlags::RangeEnd)
+            ]
+        );
+    }
+
+    #[test]
+    fn default_vlan_removal_names_vlan_1() {
+        let message = default_vlan_removal(4);
+        assert_eq!(message.header.interface_family, AddressFamily::Bridge);
+        assert_eq!(vlan_infos(&message), [(1, BridgeVlanInfoFlags::empty())]);
     }
 
     #[test]

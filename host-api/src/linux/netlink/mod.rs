@@ -18,7 +18,7 @@ use super::kind_from_errno;
 use super::netns::{NetnsHandles, with_namespace};
 use crate::kernel::{
     BridgeSpec, KernelError, KernelErrorKind, LinkInfo, LinkSettings, Namespace, Netlink,
-    RouteSpec, VethSpec,
+    PortVlans, RouteSpec, VethSpec,
 };
 
 /// One rtnetlink connection and the namespace its socket was created in.
@@ -270,6 +270,28 @@ impl Netlink for LinuxNetlink {
                 set.map_err(|err| conn.error(format!("{operation} (bridge port)"), err))?;
             }
             links::read_existing_link(conn, name, &operation).await
+        })
+    }
+
+    fn set_port_vlans(&mut self, name: &str, vlans: &PortVlans) -> Result<(), KernelError> {
+        self.background.wait();
+        let operation = format!("set VLANs of bridge port {name}");
+        let conn = self.connection(Namespace::Host, &operation)?;
+        let index = self.link_index(conn, name, &operation)?;
+
+        self.runtime.block_on(async {
+            // Removing first lets a later entry add VLAN 1 back with other
+            // flags, such as the native VLAN of a trunk.
+            if vlans.remove_default {
+                let request = links::default_vlan_removal(index);
+                let removed = conn.handle.link().del_with_message(request).execute().await;
+                removed.map_err(|err| conn.error(format!("{operation} (remove VLAN 1)"), err))?;
+            }
+            if let Some(request) = links::port_vlans_request(index, &vlans.vlans) {
+                let set = conn.handle.link().set(request).execute().await;
+                set.map_err(|err| conn.error(&operation, err))?;
+            }
+            Ok(())
         })
     }
 

@@ -1,0 +1,251 @@
+//! Bridge VLANs on the real kernel (cni-spec.md 6.1 and 7.2): `vlan` side by
+//! side with the reference bridge plugin (Debian's 1.1.1, which has `vlan`
+//! but neither `vlanTrunk` nor `preserveDefaultVlan`), and a trunk through
+//! cniwasm alone. A kernel built without CONFIG_BRIDGE_VLAN_FILTERING
+//! refuses a filtering bridge with EOPNOTSUPP; there both implementations
+//! must fail the same way and leave nothing behind, and the tests print a
+//! note on stderr.
+
+use cniwasm_integration_tests::reference::ReferenceRun;
+use cniwasm_integration_tests::{
+    CliOutput, Netns, Scenario, container_id, normalize_result, require_root, unique_name,
+};
+use serde_json::{Value, json};
+
+const NETWORK: &str = "vlannet";
+const BRIDGE: &str = "vlbr0";
+
+/// Returns a bridge + host-local list on 10.244.41.0/24, with `options` added to
+/// the bridge plugin.
+fn vlan_list(options: Value) -> Value {
+    let mut plugin = json!({"type": "bridge", "bridge": BRIDGE,
+        "ipam": {"type": "host-local", "subnet": "10.244.41.0/24"}});
+    for (key, value) in options.as_object().expect("options are an object") {
+        plugin[key] = value.clone();
+    }
+    json!({"cniVersion": "1.0.0", "name": NETWORK, "plugins": [plugin]})
+}
+
+/// Tells whether the kernel lets `host` have a filtering bridge, by
+/// creating one and removing it.
+fn vlan_filtering_supported(host: &Netns) -> bool {
+    let probe = unique_name("vp");
+    let args = [
+        "link",
+        "add",
+        probe.as_str(),
+        "type",
+        "bridge",
+        "vlan_filtering",
+        "1",
+    ];
+    let supported = host
+        .exec(&[&["ip"][..], &args[..]].concat())
+        .status
+        .success();
+    if supported {
+        host.exec_ok(&["ip", "link", "del", &probe]);
+    } else {
+        eprintln!(
+            "NOTE: this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING): comparing the failures instead of the VLAN state"
+        );
+    }
+    supported
+}
+
+fn cniwasm(scenario: &Scenario, command: &str, container: &Netns) -> CliOutput {
+    let path = container.path();
+    scenario.cniwasm(&[command, NETWORK, path.to_str().unwrap()], &[])
+}
+
+/// Returns the host port's VLANs as (vid, flags), from `bridge -j vlan show`.
+fn port_vlans(host: &Netns, port: &str) -> Vec<(u64, Vec<String>)> {
+    let text = host.exec_ok(&["bridge", "-j", "vlan", "show", "dev", port]);
+    let listing: Value = serde_json::from_str(&text).expect("bridge -j prints JSON");
+    listing[0]["vlans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|vlan| {
+            let flags = vlan["flags"].as_array().into_iter().flatten();
+            let flags = flags.filter_map(|f| f.as_str().map(str::to_string));
+            (vlan["vlan"].as_u64().unwrap_or(0), flags.collect())
+        })
+        .collect()
+}
+
+fn vlan_filtering(host: &Netns) -> Value {
+    let link = host.ip_json(&["-d", "link", "show", BRIDGE]);
+    link[0]["linkinfo"]["info_data"]["vlan_filtering"].clone()
+}
+
+/// Asserts that a failed ADD left only `lo` in both namespaces.
+fn assert_nothing_left(scenario: &Scenario, container: &Netns, implementation: &str) {
+    let host_links = scenario.host.link_names();
+    assert_eq!(host_links, ["lo"], "{implementation}: host links");
+    let container_links = container.link_names();
+    assert_eq!(container_links, ["lo"], "{implementation}: container links");
+}
+
+/// The reference's run of `list` for a container of its own.
+struct Reference {
+    scenario: Scenario,
+    container: Netns,
+    list: Value,
+    id: String,
+    /// The container namespace's path.
+    netns: String,
+}
+
+impl Reference {
+    fn new(options: &Value, ours: &Netns) -> Self {
+        let scenario = Scenario::new();
+        let mut list = vlan_list(options.clone());
+        list["plugins"][0]["ipam"]["dataDir"] = json!(scenario.ipam_dir());
+        let container = Netns::create("cwr");
+        Self {
+            id: container_id(ours.path().to_str().unwrap()),
+            netns: container.path().display().to_string(),
+            container,
+            scenario,
+            list,
+        }
+    }
+
+    fn run(&self) -> ReferenceRun<'_> {
+        let host = &self.scenario.host;
+        ReferenceRun::plain(host, &self.list, &self.id, &self.netns)
+    }
+}
+
+/// `vlan: 100`: the host port's PVID, the bridge's vlan_filtering and the
+/// result agree with the reference; DEL removes the veth.
+#[test]
+fn vlan_100() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    let list = vlan_list(json!({"vlan": 100}));
+    scenario.write_config("10-vlan.conflist", &list.to_string());
+    let container = Netns::create("cwc");
+    let reference = Reference::new(&json!({"vlan": 100}), &container);
+
+    let ours = cniwasm(&scenario, "add", &container);
+    let theirs = reference.run().add();
+
+    if !vlan_filtering_supported(&scenario.host) {
+        let theirs = theirs.expect_err("the reference ADD succeeded");
+        let error = ours.json();
+        assert!(!ours.status.success(), "ADD succeeded: {}", ours.stdout);
+        assert_eq!(error["code"], json!(999), "{error}");
+        let message = error["msg"].as_str().unwrap();
+        for text in [message, theirs.as_str()] {
+            let lower = text.to_lowercase();
+            assert!(lower.contains("operation not supported"), "{text}");
+        }
+        assert_nothing_left(&scenario, &container, "cniwasm");
+        assert_nothing_left(&reference.scenario, &reference.container, "reference");
+        return;
+    }
+
+    let ours = ours.assert_success().json();
+    let theirs = theirs.expect("the reference ADD");
+    assert_eq!(normalize_result(&ours), normalize_result(&theirs));
+    assert_eq!(vlan_filtering(&scenario.host), json!(1));
+    assert_eq!(vlan_filtering(&reference.scenario.host), json!(1));
+    let pvid = |host: &Netns, result: &Value| {
+        let port = result["interfaces"][1]["name"].as_str().unwrap();
+        let vlans = port_vlans(host, port);
+        vlans
+            .into_iter()
+            .find(|(_, flags)| flags.iter().any(|f| f == "PVID"))
+    };
+    let expected = (100, vec!["PVID".to_string(), "Egress Untagged".to_string()]);
+    assert_eq!(pvid(&scenario.host, &ours), Some(expected.clone()));
+    assert_eq!(pvid(&reference.scenario.host, &theirs), Some(expected));
+
+    cniwasm(&scenario, "del", &container).assert_success();
+    assert_eq!(
+        scenario.host.link_names().len(),
+        2,
+        "lo and the bridge stay"
+    );
+}
+
+/// Out-of-range `vlan` values fail with the reference's code and message,
+/// before anything is created.
+#[test]
+fn vlan_out_of_range() {
+    if !require_root() {
+        return;
+    }
+    for vlan in [4095, -1] {
+        let options = json!({"vlan": vlan});
+        let scenario = Scenario::new();
+        let list = vlan_list(options.clone());
+        scenario.write_config("10-vlan.conflist", &list.to_string());
+        let container = Netns::create("cwc");
+        let reference = Reference::new(&options, &container);
+
+        let ours = cniwasm(&scenario, "add", &container);
+        let theirs = reference
+            .run()
+            .add()
+            .expect_err("the reference ADD succeeded");
+
+        assert!(!ours.status.success(), "{vlan}: ADD succeeded");
+        let error = ours.json();
+        assert_eq!(error["code"], json!(999), "{error}");
+        let message = format!("invalid VLAN ID {vlan} (must be between 0 and 4094)");
+        // The runtime puts the plugin's name before the message.
+        let ours = error["msg"].as_str().unwrap();
+        assert!(ours.ends_with(&format!("(add): {message}")), "{ours}");
+        assert!(theirs.contains(&message), "{theirs}");
+        assert!(theirs.contains("\"code\": 999"), "{theirs}");
+        assert_nothing_left(&scenario, &container, "cniwasm");
+    }
+}
+
+/// A trunk of 101 and 200-210 with native VLAN 1, through cniwasm alone
+/// (the reference in /usr/lib/cni ignores `vlanTrunk`). DEL removes the
+/// port and frees the address.
+#[test]
+fn vlan_trunk() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    let options = json!({"vlanTrunk": [{"id": 101}, {"minID": 200, "maxID": 210}]});
+    let list = vlan_list(options);
+    scenario.write_config("10-vlan.conflist", &list.to_string());
+    let container = Netns::create("cwc");
+
+    let output = cniwasm(&scenario, "add", &container);
+
+    if !vlan_filtering_supported(&scenario.host) {
+        assert!(!output.status.success(), "ADD succeeded: {}", output.stdout);
+        let error = output.json();
+        assert_eq!(error["code"], json!(999), "{error}");
+        assert!(scenario.reservations(NETWORK).is_empty());
+        assert_nothing_left(&scenario, &container, "cniwasm");
+        return;
+    }
+    let result = output.assert_success().json();
+    let port = result["interfaces"][1]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vids: Vec<u64> = port_vlans(&scenario.host, &port)
+        .iter()
+        .map(|v| v.0)
+        .collect();
+    let mut expected = vec![1, 101];
+    expected.extend(200..=210);
+    assert_eq!(vids, expected);
+    assert_eq!(vlan_filtering(&scenario.host), json!(1));
+
+    cniwasm(&scenario, "del", &container).assert_success();
+    assert!(!scenario.host.link_names().contains(&port));
+    assert!(scenario.reservations(NETWORK).is_empty());
+}
