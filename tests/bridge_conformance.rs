@@ -79,7 +79,7 @@ fn sorted_links(netns: &Netns) -> Vec<String> {
 }
 
 /// Asserts that the namespace contains lo, the bridge and `veths` links named
-/// `veth` and 8 hex digits, each a port of the bridge; returns their names.
+/// `veth` and 8 hex digits, each a port of the bridge. Returns their names.
 fn assert_host_links(host: &Netns, veths: usize) -> Vec<String> {
     let names = sorted_links(host);
     let ports: Vec<String> = names
@@ -489,7 +489,7 @@ fn enabledad_matches_reference() {
 }
 
 /// Runs ADD with a MAC requested through `bridge` options, `cni_args` and
-/// `cap_args`; the container end and the result must carry `mac`, as with
+/// `cap_args`. The container end and the result must carry `mac`, as with
 /// the reference plugins.
 fn assert_requested_mac(mac: &str, bridge: Value, cni_args: &str, cap_args: &str) {
     let list = bridge_list("1.0.0", bridge, &[]);

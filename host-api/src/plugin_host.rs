@@ -123,7 +123,7 @@ impl HostContext {
     }
 
     /// Records the addresses of the `prevResult` the runtime passed to the
-    /// plugin: the attachment's addresses as the runtime knows them, which
+    /// plugin: the attachment's addresses as the runtime recorded them, which
     /// a DEL may remove forwarding rules for once the container is gone.
     pub fn with_result_addresses(mut self, addresses: Vec<IpAddr>) -> Self {
         self.result_addresses = Some(addresses);

@@ -298,7 +298,7 @@ fn tuning_del_restores_saved() {
     assert!(!saved.parent().unwrap().exists());
 }
 
-/// The firewall asks for accept rules of the bridge's address. DEL removes
+/// The firewall requests accept rules for the bridge's address. DEL removes
 /// them by the cached result, which the host takes as the attachment's
 /// addresses, since DEL's fresh fake kernel has no container address.
 #[test]

@@ -161,8 +161,8 @@ impl Netns {
         self.saved_table("ip6tables-save", "nat")
     }
 
-    /// The filter table of both families, IPv4 first, without comments and
-    /// counters; each IPv6 line starts with `v6 `.
+    /// Returns the filter table of both families, IPv4 first, without
+    /// comments and counters. Each IPv6 line starts with `v6 `.
     pub fn filter_rules(&self) -> Vec<String> {
         let v6 = self.saved_table("ip6tables-save", "filter");
         let mut rules = self.saved_table("iptables-save", "filter");

@@ -127,7 +127,7 @@ impl ReferenceRun<'_> {
             .spawn()
             .map_err(|error| format!("failed to start reference {plugin_type}: {error}"))?;
         // A plugin that rejects its environment may exit before it reads
-        // stdin, and its exit status then tells what happened.
+        // stdin, and its exit status then reports what happened.
         let written = child
             .stdin
             .take()

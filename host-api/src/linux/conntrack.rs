@@ -2,8 +2,8 @@
 //! `conntrack` tool of conntrack-tools.
 //!
 //! A UDP flow to a host port keeps its conntrack entry, and with it the DNAT
-//! to the old container, for as long as packets keep arriving: the kernel's
-//! defaults are 30 s after the last packet, 120 s once replies were seen. A container that takes over the host port
+//! to the old container, for as long as packets keep arriving. The kernel's
+//! defaults keep it 30 s after the last packet, 120 s once replies were seen. A container that takes over the host port
 //! would never see those packets, so the reference portmap plugin deletes
 //! the UDP entries of each mapped host port after it installs the rules.
 

@@ -180,7 +180,8 @@ mod tests {
         assert!(spec.remove_default);
         assert_eq!(spec.vlans.len(), 2);
         assert_eq!((spec.vlans[1].min_id, spec.vlans[1].max_id), (200, 210));
-        assert!(spec.vlans[0].pvid && spec.vlans[0].untagged);
+        assert!(spec.vlans[0].pvid);
+        assert!(spec.vlans[0].untagged);
     }
 
     #[test]

@@ -394,7 +394,7 @@ mod tests {
         assert!(message.attributes.contains(&expected), "{message:?}");
     }
 
-    /// The IFLA_BRIDGE_VLAN_INFO entries of an AF_BRIDGE request.
+    /// Returns the IFLA_BRIDGE_VLAN_INFO entries of an AF_BRIDGE request.
     fn vlan_infos(message: &LinkMessage) -> Vec<(u16, BridgeVlanInfoFlags)> {
         message
             .attributes
