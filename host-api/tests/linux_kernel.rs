@@ -718,6 +718,7 @@ fn port_mappings_lifecycle() {
 
         firewall.remove_port_mappings(&owner).unwrap();
         firewall.remove_port_mappings(&owner).unwrap();
+        firewall.settle().unwrap();
         let after = nat_lines("iptables-save");
         assert!(
             !after.iter().any(|line| line.contains(&owner.dnat_chain())),
@@ -774,6 +775,7 @@ fn ipv6_port_mappings() {
         firewall.check_port_mappings(&owner, &spec).unwrap();
 
         firewall.remove_port_mappings(&owner).unwrap();
+        firewall.settle().unwrap();
         let saved = nat_lines("ip6tables-save");
         assert!(
             !saved.iter().any(|line| line.contains(&owner.dnat_chain())),
@@ -810,11 +812,13 @@ fn masquerade_lifecycle_both_families() {
         firewall.check_masquerade(&owner, v6).unwrap();
 
         firewall.remove_masquerade(&owner).unwrap();
+        firewall.settle().unwrap();
 
         assert!(nat_lines("iptables-save").is_empty());
         assert!(nat_lines("ip6tables-save").is_empty());
         let err = firewall.check_masquerade(&owner, v4).unwrap_err();
         assert_eq!(err.kind, KernelErrorKind::NotFound, "{err}");
         firewall.remove_masquerade(&owner).unwrap();
+        firewall.settle().unwrap();
     });
 }

@@ -126,6 +126,11 @@ struct ChainRun<'a> {
     invocation: types::Invocation,
     owner: Owner,
     created_links: CreatedLinks,
+    /// Set for a DEL chain: plugin calls leave their kernel work running and
+    /// collect their state files here, and [`Runtime::finish_del`] waits
+    /// once for the whole chain. A veth deletion and the NAT removals then
+    /// overlap, and the removals of all plugins commit together.
+    deferred: Option<Mutex<Vec<PathBuf>>>,
 }
 
 impl Runtime {
@@ -245,12 +250,25 @@ impl Runtime {
         run.invocation.args =
             merged_args(attachment, cached.as_ref().map(|c| c.cni_args.as_slice()));
 
+        // A native plugin must find the kernel as the plugins before it
+        // left it, so only an all-wasm chain waits once at the end.
+        let all_wasm = run
+            .plugins
+            .iter()
+            .all(|plugin| !matches!(plugin, ChainPlugin::Native(_)));
+        if all_wasm {
+            run.deferred = Some(Mutex::default());
+        }
+
         let mut errors = Vec::new();
         for (index, plugin) in list.plugins.iter().enumerate().rev() {
             let config = inject(list, plugin, previous.as_ref(), &capability_args);
             if let Err(error) = self.call(&run, index, Command::Del, &config) {
                 errors.push(error);
             }
+        }
+        if let Err(error) = finish_del(&run) {
+            errors.push(error);
         }
 
         if !errors.is_empty() {
@@ -505,6 +523,7 @@ impl Runtime {
             invocation,
             owner,
             created_links: CreatedLinks::default(),
+            deferred: None,
         })
     }
 
@@ -649,12 +668,18 @@ impl Runtime {
         };
 
         let outcome = sandbox::call_plugin(&self.engine, call, host);
-        let outcome = settle_kernel(run, plugin_type, outcome);
+        let outcome = match &run.deferred {
+            Some(_) => outcome,
+            None => settle_kernel(run, plugin_type, outcome),
+        };
         if command == Command::Del
             && outcome.is_ok()
-            && let Some(path) = &state_path
+            && let Some(path) = state_path
         {
-            remove_plugin_state(path);
+            match &run.deferred {
+                Some(paths) => paths.lock().unwrap_or_else(|p| p.into_inner()).push(path),
+                None => remove_plugin_state(&path),
+            }
         }
         outcome.map_err(|source| Error::Plugin {
             command: command_name(command),
@@ -761,7 +786,7 @@ impl Runtime {
                 tracing::warn!(%error, link = %name, "failed to remove a link created by the failed ADD");
             }
         }
-        if let Err(error) = kernel.netlink.settle() {
+        if let Err(error) = kernel.settle() {
             tracing::warn!(%error, "failed to remove a link created by the failed ADD");
         }
     }
@@ -783,7 +808,7 @@ impl Runtime {
 
 /// Waits for the kernel work the plugin started that still runs in the
 /// background, so that the plugin's call is only done once its link
-/// deletions are. A failure there fails a call that succeeded; after a
+/// deletions and NAT removals are. A failure there fails a call that succeeded; after a
 /// failed call it is logged, and the plugin's own error is returned.
 fn settle_kernel(
     run: &ChainRun<'_>,
@@ -794,7 +819,6 @@ fn settle_kernel(
         .kernel
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .netlink
         .settle();
 
     match (outcome, settled) {
@@ -808,6 +832,26 @@ fn settle_kernel(
             Err(plugin_error)
         }
     }
+}
+
+/// Waits for the kernel work that the DEL calls of a deferred chain left
+/// running, then removes the state files of the plugins whose DEL
+/// succeeded. When that work fails, the state stays for the retry.
+fn finish_del(run: &ChainRun<'_>) -> Result<(), Error> {
+    let Some(deferred) = &run.deferred else {
+        return Ok(());
+    };
+
+    run.kernel
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .settle()?;
+
+    let paths = std::mem::take(&mut *deferred.lock().unwrap_or_else(|p| p.into_inner()));
+    for path in &paths {
+        remove_plugin_state(path);
+    }
+    Ok(())
 }
 
 /// Removes a plugin's state blob after its DEL succeeded. A failure only

@@ -3,13 +3,17 @@
 //! image for DEL can be asserted.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cniwasm_host_api::kernel::{Kernel, KernelError, LinkInfo, Namespace};
+use cniwasm_host_api::kernel::{
+    Firewall, Kernel, KernelError, KernelErrorKind, LinkInfo, Namespace, Owner, PortMapSpec,
+};
 use cniwasm_host_api::policy::Policy;
 use cniwasm_host_api::testing::{CallKind, KernelCall, Recorder, RecordingKernel};
 use cniwasm_runtime::config::parse_list_file;
 use cniwasm_runtime::{Attachment, KernelFactory, Runtime, RuntimeOptions};
+use ipnet::IpNet;
 use serde_json::json;
 
 /// Hands out recording kernels and keeps their recorders for the test.
@@ -443,4 +447,116 @@ fn vlan_failure_and_del_clean_up() {
         .filter(|n| n.starts_with("10."))
         .collect();
     assert!(left.is_empty(), "reservations left: {left:?}");
+}
+
+/// Wraps the recording firewall, counts settles, and fails the first
+/// `failures` of them as a NAT commit deferred to the end of DEL can fail.
+struct CountedSettle {
+    inner: Box<dyn Firewall + Send>,
+    settles: Arc<AtomicUsize>,
+    failures: usize,
+}
+
+impl Firewall for CountedSettle {
+    fn add_port_mappings(&mut self, owner: &Owner, spec: &PortMapSpec) -> Result<(), KernelError> {
+        self.inner.add_port_mappings(owner, spec)
+    }
+
+    fn check_port_mappings(
+        &mut self,
+        owner: &Owner,
+        spec: &PortMapSpec,
+    ) -> Result<(), KernelError> {
+        self.inner.check_port_mappings(owner, spec)
+    }
+
+    fn remove_port_mappings(&mut self, owner: &Owner) -> Result<(), KernelError> {
+        self.inner.remove_port_mappings(owner)
+    }
+
+    fn add_masquerade(&mut self, owner: &Owner, address: IpNet) -> Result<(), KernelError> {
+        self.inner.add_masquerade(owner, address)
+    }
+
+    fn check_masquerade(&mut self, owner: &Owner, address: IpNet) -> Result<(), KernelError> {
+        self.inner.check_masquerade(owner, address)
+    }
+
+    fn remove_masquerade(&mut self, owner: &Owner) -> Result<(), KernelError> {
+        self.inner.remove_masquerade(owner)
+    }
+
+    fn settle(&mut self) -> Result<(), KernelError> {
+        self.inner.settle()?;
+        let settle = self.settles.fetch_add(1, Ordering::SeqCst) + 1;
+        match settle <= self.failures {
+            true => Err(KernelError::new(
+                KernelErrorKind::Failed,
+                Namespace::Host,
+                r#"remove masquerade of network "mynet" container "recorded""#,
+                "iptables-restore --noflush failed",
+            )),
+            false => Ok(()),
+        }
+    }
+}
+
+/// Hands out recording kernels whose firewall counts settles once
+/// `failures` is set: `Some(n)` fails the first n settles after that.
+#[derive(Default)]
+struct SettleFactory {
+    recording: RecordingFactory,
+    settles: Arc<AtomicUsize>,
+    failures: Mutex<Option<usize>>,
+}
+
+impl KernelFactory for SettleFactory {
+    fn open(&self, netns: Option<&Path>) -> Result<Kernel, KernelError> {
+        let mut kernel = self.recording.open(netns)?;
+        if let Some(failures) = *self.failures.lock().unwrap() {
+            kernel.firewall = Box::new(CountedSettle {
+                inner: kernel.firewall,
+                settles: self.settles.clone(),
+                failures,
+            });
+        }
+        Ok(kernel)
+    }
+}
+
+/// DEL waits for the kernel once, after every plugin ran, so that the NAT
+/// removals of portmap and bridge commit together. When that wait fails,
+/// DEL fails with the removal named and keeps the cache, and the retry
+/// succeeds and removes it.
+#[test]
+fn del_settles_once_and_keeps_cache_on_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = Arc::new(SettleFactory::default());
+    let runtime = runtime_with(dir.path(), factory.clone());
+    let list = parse_list_file(&repo_root().join("examples/mynet.conflist")).unwrap();
+    let attachment = attachment(dir.path());
+    runtime.add(&list, &attachment).unwrap();
+    *factory.failures.lock().unwrap() = Some(1);
+
+    let error = runtime.del(&list, &attachment).unwrap_err().to_cni_error();
+
+    assert_eq!(error.code, 999, "{error:?}");
+    assert!(
+        error.msg.contains("remove masquerade of network"),
+        "{error:?}"
+    );
+    assert_eq!(factory.settles.load(Ordering::SeqCst), 1);
+    let kinds = changes(&factory.recording.recorders.lock().unwrap()[1]);
+    assert!(kinds.contains(&CallKind::RemovePortMappings), "{kinds:?}");
+    assert!(kinds.contains(&CallKind::RemoveMasquerade), "{kinds:?}");
+    let cached = || {
+        std::fs::read_dir(dir.path().join("cache/results"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(cached(), 1, "the cache must stay for the retry");
+
+    runtime.del(&list, &attachment).unwrap();
+    assert_eq!(factory.settles.load(Ordering::SeqCst), 2);
+    assert_eq!(cached(), 0);
 }

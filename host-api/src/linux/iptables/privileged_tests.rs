@@ -181,6 +181,7 @@ fn masquerade_add_keeps_other_owner() {
             assert!(after.contains(line), "{line} lost: {after:#?}");
         }
         firewall.remove_masquerade(&second).unwrap();
+        firewall.settle().unwrap();
         assert_eq!(saved_rules(Family::V4), before);
     });
 }
@@ -203,6 +204,7 @@ fn masquerade_second_address_shares_chain() {
         firewall.check_masquerade(&owner, first).unwrap();
         firewall.check_masquerade(&owner, second).unwrap();
         firewall.remove_masquerade(&owner).unwrap();
+        firewall.settle().unwrap();
         assert!(saved_rules(Family::V4).is_empty());
     });
 }
@@ -244,6 +246,7 @@ fn port_mappings_listed_after_large_postrouting() {
         firewall.remove_port_mappings(&owner).unwrap();
         firewall.check_port_mappings(&owner, &spec).unwrap_err();
         firewall.remove_masquerade(&owner).unwrap();
+        firewall.settle().unwrap();
         // The 5 rules of the shared chains and built-in jumps stay.
         let left = saved_rules(Family::V4);
         assert_eq!(left.len(), LIST_FROM_POSTROUTING_RULES + 5, "{left:#?}");
@@ -313,5 +316,66 @@ fn port_mappings_repair_shared_rule() {
         }
         assert_eq!(after.len(), complete.len() + 4, "{after:#?}");
         firewall.check_port_mappings(&second, &spec).unwrap();
+    });
+}
+
+/// Removals wait for settle, and then the port mappings and the masquerade
+/// of one owner go together, while another owner's rules stay.
+#[test]
+fn removals_wait_for_settle() {
+    privileged("removals_wait_for_settle", || {
+        let mut firewall = IptablesFirewall::new(FirewallOptions::default());
+        let leaving = owner("leaving");
+        let staying = owner("staying");
+        firewall
+            .add_masquerade(&staying, "10.244.10.3/24".parse().unwrap())
+            .unwrap();
+        let before = saved_rules(Family::V4);
+        firewall
+            .add_masquerade(&leaving, "10.244.10.2/24".parse().unwrap())
+            .unwrap();
+        firewall
+            .add_port_mappings(&leaving, &port_map("10.244.10.2/24", 9090))
+            .unwrap();
+        let added = saved_rules(Family::V4);
+
+        firewall.remove_port_mappings(&leaving).unwrap();
+        firewall.remove_masquerade(&leaving).unwrap();
+        assert_eq!(saved_rules(Family::V4), added, "removed before settle");
+        firewall.settle().unwrap();
+
+        let left = saved_rules(Family::V4);
+        for chain in [leaving.dnat_chain(), leaving.masquerade_chain()] {
+            assert!(!left.iter().any(|line| line.contains(&chain)), "{left:#?}");
+        }
+        for line in &before {
+            assert!(left.contains(line), "{line} lost: {left:#?}");
+        }
+        // The 5 rules of the shared port-mapping chains and their jumps stay.
+        assert_eq!(left.len(), before.len() + 5, "{left:#?}");
+    });
+}
+
+/// A check after a removal sees the removal done, and dropping the
+/// firewall applies what no settle applied.
+#[test]
+fn removals_applied_by_next_call_and_drop() {
+    privileged("removals_applied_by_next_call_and_drop", || {
+        let address = "10.244.10.2/24".parse().unwrap();
+        let checked = owner("checked");
+        let dropped = owner("dropped");
+        let mut firewall = IptablesFirewall::new(FirewallOptions::default());
+        firewall.add_masquerade(&checked, address).unwrap();
+        firewall.add_masquerade(&dropped, address).unwrap();
+
+        firewall.remove_masquerade(&checked).unwrap();
+        let error = firewall.check_masquerade(&checked, address).unwrap_err();
+        assert_eq!(error.kind, KernelErrorKind::NotFound, "{error}");
+        assert_eq!(saved_rules(Family::V4).len(), 3);
+
+        firewall.remove_masquerade(&dropped).unwrap();
+        assert_eq!(saved_rules(Family::V4).len(), 3);
+        drop(firewall);
+        assert!(saved_rules(Family::V4).is_empty());
     });
 }

@@ -112,6 +112,13 @@ impl RestoreScript {
         self.commands.push(format!("-X {chain}"));
     }
 
+    /// Appends the declarations and commands of `other`, which then commit
+    /// together with these.
+    pub(crate) fn append(&mut self, other: RestoreScript) {
+        self.declarations.extend(other.declarations);
+        self.commands.extend(other.commands);
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.declarations.is_empty() && self.commands.is_empty()
     }
