@@ -638,6 +638,45 @@ fn withheld_state_directory_fails_ipam() {
     );
 }
 
+/// host-local imports `ipam-store` for its reservation scan, so an entry
+/// that lists host-local's imports without it rejects the plugin before it
+/// runs, naming the interface.
+#[test]
+fn host_local_needs_ipam_store_import() {
+    if !require_root() {
+        return;
+    }
+    let case = Case::new("panic", "enforce");
+    let audit_log = case.scenario.dir.path().join("audit.log");
+    let without = json!({"auditLog": audit_log,
+        "plugins": {"host-local": {"imports": ["dns", "log"]}}});
+    std::fs::write(&case.policy, without.to_string()).unwrap();
+
+    let output = case.run("add");
+
+    assert_failure(&output, 106, "host-local", "\"ipam-store\"");
+    assert_failure(&output, 106, "host-local", "(rule imports)");
+    case.assert_rolled_back();
+    // The rollback's DEL delegates to host-local again and is rejected too.
+    let records: Vec<Value> = case
+        .audit()
+        .into_iter()
+        .filter(|r| r["plugin"] == "host-local")
+        .collect();
+    assert!(
+        !records.is_empty(),
+        "host-local's rejection was not audited"
+    );
+    assert!(
+        records.iter().all(|r| r["outcome"] == "rejected"),
+        "host-local ran: {records:#?}"
+    );
+    assert!(
+        case.scenario.reservations("polnet").is_empty(),
+        "host-local allocated although it was rejected"
+    );
+}
+
 #[test]
 fn seed_chain_runs_under_example_policy() {
     if !require_root() {

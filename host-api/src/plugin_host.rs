@@ -69,6 +69,9 @@ pub struct HostContext {
     counters: CallCounters,
     /// The file behind the `state` interface; `None` serves no blob.
     state_path: Option<PathBuf>,
+    /// The directory behind the `ipam-store` interface, for a plugin run
+    /// as an IPAM delegate with its state directory.
+    ipam_state_dir: Option<Arc<IpamStateDir>>,
     /// The addresses of the `prevResult` the runtime passed to this call,
     /// which forwarding rules may be removed for; `None` when it passed none.
     result_addresses: Option<Vec<IpAddr>>,
@@ -118,6 +121,7 @@ impl HostContext {
             audit_context: options.audit_context,
             counters: CallCounters::default(),
             state_path: None,
+            ipam_state_dir: None,
             result_addresses: None,
         }
     }
@@ -134,6 +138,14 @@ impl HostContext {
     /// caller derives from the plugin's type and the attachment.
     pub fn with_state(mut self, path: PathBuf) -> Self {
         self.state_path = Some(path);
+        self
+    }
+
+    /// Serves the `ipam-store` interface from `dir`, the IPAM state
+    /// directory at host path `path`, which the caller has locked for as
+    /// long as this context lives.
+    pub fn with_ipam_state_dir(mut self, path: PathBuf, dir: cap_std::fs::Dir) -> Self {
+        self.ipam_state_dir = Some(Arc::new(IpamStateDir { path, dir }));
         self
     }
 
@@ -171,6 +183,7 @@ impl HostContext {
             audit_context: AuditContext::default(),
             counters: CallCounters::default(),
             state_path: None,
+            ipam_state_dir: None,
             result_addresses: None,
         }
     }
@@ -403,11 +416,14 @@ fn random_veth_name() -> Result<String, HostError> {
 
 mod convert;
 mod imports;
+mod ipam_store;
 mod ownership;
 mod resolv;
 mod state;
 
+pub use ipam_store::MAX_IPAM_STORE_FILE_BYTES;
 pub use resolv::MAX_RESOLV_CONF_BYTES;
 pub use state::{MAX_STATE_BYTES, remove_state};
 
+use ipam_store::IpamStateDir;
 use ownership::Ownership;

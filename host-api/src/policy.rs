@@ -17,7 +17,17 @@ use serde::Deserialize;
 
 /// The host interfaces of the `cniwasm:host` package a policy can grant.
 pub const HOST_INTERFACES: &[&str] = &[
-    "link", "address", "route", "sysctl", "nat", "filter", "ipam", "dns", "state", "log",
+    "link",
+    "address",
+    "route",
+    "sysctl",
+    "nat",
+    "filter",
+    "ipam",
+    "ipam-store",
+    "dns",
+    "state",
+    "log",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -584,6 +594,8 @@ pub enum Request<'a> {
         name: &'a str,
     },
     Ipam,
+    /// Reading the files of the plugin's own IPAM state directory.
+    IpamStore,
     /// Reading a resolv.conf: the path the plugin named, and the file it
     /// leads to after symbolic links when that exists.
     ResolvConf {
@@ -613,6 +625,7 @@ impl Request<'_> {
             | Request::RemovePortMappings => "nat",
             Request::ForwardAddress { .. } | Request::AdminChain { .. } => "filter",
             Request::Ipam => "ipam",
+            Request::IpamStore => "ipam-store",
             Request::ResolvConf { .. } => "dns",
             Request::State => "state",
             Request::Log => "log",
@@ -890,6 +903,28 @@ mod tests {
         assert_eq!(decision.rule, "imports");
         assert_eq!(portmap.check_import("nat").verdict, Verdict::Allow);
         assert_eq!(portmap.check_import("link").verdict, Verdict::Deny);
+    }
+
+    #[test]
+    fn ipam_store_is_an_import() {
+        let granted = r#"{"plugins": {"host-local": {"imports": ["ipam-store", "log"]}}}"#;
+        let withheld = r#"{"plugins": {"host-local": {"imports": ["dns", "log"]}}}"#;
+        let check = |text: &str| {
+            Policy::from_json(text)
+                .unwrap()
+                .for_plugin("host-local")
+                .check(&Request::IpamStore)
+        };
+
+        assert_eq!(check(granted).verdict, Verdict::Allow);
+        let denied = check(withheld);
+        assert_eq!(denied.verdict, Verdict::Deny);
+        assert_eq!(denied.rule, "imports");
+        assert!(
+            denied.reason.contains("\"ipam-store\""),
+            "{}",
+            denied.reason
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::chain::PluginLocator;
 use crate::engine::PluginEngine;
 use crate::sandbox::{self, Command, PluginCall};
 use cniwasm_host_api::audit::{AuditContext, AuditLog};
-use cniwasm_host_api::policy::Policy;
+use cniwasm_host_api::policy::{PluginPolicy, Policy};
 
 /// Everything the IPAM plugin inherits from the plugin that delegates to it.
 pub(crate) struct IpamRunner {
@@ -84,6 +84,24 @@ impl IpamDelegate for IpamRunner {
             audit: &self.audit,
             audit_context: &audit_context,
         };
+        let host = self.host_context(&ipam, &policy, &audit_context, state.as_ref())?;
+
+        let outcome = sandbox::call_plugin(&self.engine, call, host);
+        drop(state);
+        outcome.map_err(|error| error.to_cni_error())
+    }
+}
+
+impl IpamRunner {
+    /// Builds the IPAM plugin's host side, which reads `state` for the
+    /// `ipam-store` interface.
+    fn host_context(
+        &self,
+        ipam: &IpamSection,
+        policy: &Arc<PluginPolicy>,
+        audit_context: &AuditContext,
+        state: Option<&StateDirectory>,
+    ) -> Result<HostContext, CniError> {
         let host = HostContext::new(HostContextOptions {
             kernel: self.kernel.clone(),
             owner: self.owner.clone(),
@@ -94,14 +112,12 @@ impl IpamDelegate for IpamRunner {
             audit: self.audit.clone(),
             audit_context: audit_context.clone(),
         });
-
-        let outcome = sandbox::call_plugin(&self.engine, call, host);
-        drop(state);
-        outcome.map_err(|error| error.to_cni_error())
+        match state {
+            Some(state) => Ok(host.with_ipam_state_dir(state.path.clone(), state.clone_dir()?)),
+            None => Ok(host),
+        }
     }
-}
 
-impl IpamRunner {
     /// Opens and locks the network's state directory. Every IPAM command
     /// needs it, so STATUS reports a directory it cannot use with code 50
     /// (plugin not available, which cannot serve ADD), not as an I/O failure.
@@ -178,6 +194,8 @@ impl IpamDelegate for NoNestedIpam {
 /// plugin takes too, so both can share a directory safely.
 struct StateDirectory {
     path: PathBuf,
+    /// The open directory, which the host's `ipam-store` calls read.
+    dir: cap_std::fs::Dir,
     _lock: std::fs::File,
 }
 
@@ -211,7 +229,23 @@ impl StateDirectory {
 
         Ok(Self {
             path: path.to_path_buf(),
+            dir,
             _lock: lock,
+        })
+    }
+
+    /// Returns a second handle of the open directory for the plugin's host
+    /// context. The context ends with the plugin call, before the lock is
+    /// released.
+    fn clone_dir(&self) -> Result<cap_std::fs::Dir, CniError> {
+        self.dir.try_clone().map_err(|error| {
+            CniError::new(
+                codes::IO_FAILURE,
+                format!(
+                    "failed to open IPAM state directory {} a second time: {error}",
+                    self.path.display()
+                ),
+            )
         })
     }
 

@@ -204,6 +204,10 @@ fn failed_route_rolls_back_everything() {
 }
 
 fn runtime_with(dir: &Path, factory: Arc<dyn KernelFactory>) -> Runtime {
+    runtime_with_policy(dir, factory, Policy::default())
+}
+
+fn runtime_with_policy(dir: &Path, factory: Arc<dyn KernelFactory>, policy: Policy) -> Runtime {
     let plugins = repo_root().join("plugins-wasm/out");
     assert!(
         plugins.join("bridge.wasm").is_file(),
@@ -214,10 +218,91 @@ fn runtime_with(dir: &Path, factory: Arc<dyn KernelFactory>) -> Runtime {
         cache_dir: dir.join("cache"),
         ipam_data_dir: dir.join("ipam"),
         compile_cache: Some(repo_root().join("target/cniwasm-compile-cache")),
-        policy: Arc::new(Policy::default()),
+        policy: Arc::new(policy),
         wasm_only: false,
     };
     Runtime::new(options, factory).unwrap()
+}
+
+/// Returns a runtime whose policy allows everything and writes its audit
+/// log to `<dir>/audit.log`.
+fn audited_runtime(dir: &Path, factory: Arc<dyn KernelFactory>) -> Runtime {
+    let audit_log = dir.join("audit.log");
+    let policy = Policy::from_json(&json!({"auditLog": audit_log}).to_string()).unwrap();
+    runtime_with_policy(dir, factory, policy)
+}
+
+/// Returns the audit records of host-local's `ipam-store.read-files` calls.
+fn ipam_store_reads(dir: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("audit.log")).unwrap();
+    text.lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|record| record["plugin"] == "host-local")
+        .filter(|record| record["operation"] == "ipam-store.read-files")
+        .collect()
+}
+
+/// host-local lists its reservations with one `ipam-store.read-files` call
+/// per command. A subdirectory and a file above the call's size limit,
+/// named like free addresses, are skipped, and the allocation moves past
+/// them.
+#[test]
+fn host_local_skips_odd_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("ipam/mynet");
+    std::fs::create_dir_all(state.join("10.244.10.2")).unwrap();
+    std::fs::write(state.join("10.244.10.2/inner"), "recorded\r\neth0").unwrap();
+    let large = vec![b'x'; cniwasm_host_api::plugin_host::MAX_IPAM_STORE_FILE_BYTES as usize + 1];
+    std::fs::write(state.join("10.244.10.3"), large).unwrap();
+    let runtime = audited_runtime(dir.path(), Arc::new(RecordingFactory::default()));
+    let list = parse_list_file(&repo_root().join("examples/mynet.conflist")).unwrap();
+    let attachment = attachment(dir.path());
+
+    let result = runtime.add(&list, &attachment).unwrap();
+
+    assert_eq!(result["ips"][0]["address"], json!("10.244.10.4/24"));
+    let reservation = std::fs::read_to_string(state.join("10.244.10.4")).unwrap();
+    assert_eq!(reservation, "recorded\r\neth0");
+    let reads = ipam_store_reads(dir.path());
+    assert_eq!(reads.len(), 1, "{reads:#?}");
+    assert_eq!(reads[0]["decision"], "allow");
+    assert_eq!(reads[0]["outcome"], "ok");
+
+    runtime.del(&list, &attachment).unwrap();
+
+    assert!(
+        !state.join("10.244.10.4").exists(),
+        "DEL kept the reservation"
+    );
+    assert!(state.join("10.244.10.2/inner").is_file());
+    assert!(state.join("10.244.10.3").is_file());
+    assert_eq!(ipam_store_reads(dir.path()).len(), 2);
+}
+
+/// An ADD for an attachment that already has a reservation finds it
+/// through `ipam-store.read-files` and fails as the reference host-local
+/// does, naming the reserved address.
+#[test]
+fn host_local_finds_existing_reservation() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("ipam/mynet");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("10.244.10.7"), "recorded\r\neth0").unwrap();
+    std::fs::write(state.join("10.244.10.8"), "other\r\neth0").unwrap();
+    let runtime = audited_runtime(dir.path(), Arc::new(RecordingFactory::default()));
+    let list = parse_list_file(&repo_root().join("examples/mynet.conflist")).unwrap();
+
+    let error = runtime.add(&list, &attachment(dir.path())).unwrap_err();
+
+    let message = error.to_cni_error().msg;
+    assert!(
+        message.contains(
+            "10.244.10.7 has been allocated to recorded, duplicate allocation is not allowed"
+        ),
+        "{message}"
+    );
+    assert!(state.join("10.244.10.8").is_file());
+    assert!(!ipam_store_reads(dir.path()).is_empty());
 }
 
 /// Hands out recording kernels whose container has `lo`, which the chain

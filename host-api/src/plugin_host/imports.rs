@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::cniwasm::host::{
-    address, dns, filter, ipam, link, log, nat, route, state, sysctl, types,
+    address, dns, filter, ipam, ipam_store, link, log, nat, route, state, sysctl, types,
 };
 use super::convert::{port_map_from_wit, port_vlans_from_wit, route_from_wit, route_to_wit};
 use super::{
@@ -691,6 +691,23 @@ impl ipam::Host for HostContext {
 
     fn status(&mut self) -> wasmtime::Result<Result<(), WitCniError>> {
         Ok(self.delegate_ipam(IpamCommand::Status)?.map(drop))
+    }
+}
+
+impl ipam_store::Host for HostContext {
+    fn read_files(&mut self) -> HostResult<ipam_store::StoreFiles> {
+        let call = Call {
+            operation: "ipam-store.read-files",
+            arguments: json!({}),
+            requests: vec![Request::IpamStore],
+        };
+        let state = self.ipam_state_dir.clone();
+
+        self.dispatch(
+            call,
+            |_, _| None,
+            |_, _| super::ipam_store::read_files(state.as_deref()),
+        )
     }
 }
 

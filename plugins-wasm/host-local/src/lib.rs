@@ -128,6 +128,9 @@ pub fn allocate_all(
     Ok(result)
 }
 
+// NOTE: the reference plugin releases only the range sets allocated before
+// the failing one, so a repeated ADD that fails in the first set keeps the
+// earlier reservation there. This releases every address of the attachment.
 fn release_after_failure(store: &Store, owner: &Owner) {
     if let Err(error) = store.release(owner) {
         logging::warn(&format!(
@@ -245,6 +248,43 @@ mod tests {
         assert_eq!(second.ips[0].address, "10.1.2.3/24");
         assert_eq!(third.ips[0].address, "10.1.2.4/24");
         assert!(allocate_all(&config, &store, &owner("a", "eth0")).is_err());
+    }
+
+    #[test]
+    fn repeated_add_finds_reservation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let config = ipam(dual_stack(), &Invocation::default());
+        let first = allocate_all(&config, &store, &owner("a", "eth0")).unwrap();
+
+        let error = allocate_all(&config, &store, &owner("a", "eth0")).unwrap_err();
+
+        assert_eq!(first.ips[0].address, "10.1.2.2/24");
+        assert!(
+            error.msg.starts_with(
+                "failed to allocate for range 0: 10.1.2.2 has been allocated to a, duplicate allocation is not allowed"
+            ),
+            "{}",
+            error.msg
+        );
+    }
+
+    #[test]
+    fn odd_entries_do_not_block_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let config = ipam(dual_stack(), &Invocation::default());
+        fs::create_dir(dir.path().join("10.1.2.2")).unwrap();
+        fs::write(dir.path().join("10.1.2.3"), vec![b'x'; 5000]).unwrap();
+
+        let result = allocate_all(&config, &store, &owner("a", "eth0")).unwrap();
+
+        assert_eq!(result.ips[0].address, "10.1.2.4/24");
+        assert_eq!(
+            store.addresses_of(&owner("a", "eth0")).unwrap().len(),
+            2,
+            "one address per range set"
+        );
     }
 
     #[test]

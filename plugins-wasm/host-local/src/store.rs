@@ -5,16 +5,23 @@
 //!
 //! The plugin runs with the network's directory preopened at `/state`, and
 //! the host holds the directory's lock for the whole call, so the store does
-//! no locking of its own.
+//! no locking of its own. Commands that look at every allocation get all
+//! files from the host's `ipam-store` interface in one call. A single known
+//! file is read or written through WASI.
 
 use std::fs;
 use std::io::{ErrorKind, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use cniwasm_plugin_sdk::ipam_store::StoreFiles;
+use cniwasm_plugin_sdk::{HostError, describe_host_error};
+
 const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
 
-/// The state directory of one network.
+/// The state directory of one network. In the wasm component it must be
+/// [`crate::STATE_DIR`], the one directory the host's `ipam-store`
+/// interface reads.
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
@@ -124,8 +131,6 @@ impl Store {
         }
     }
 
-    /// Lists `(file name, content)` of the regular files that may be
-    /// allocations; `last_reserved_ip.*` files are skipped.
     /// Fails unless the directory can be listed: the least every command
     /// needs. A missing directory fails too, unlike in the other calls.
     pub fn check_usable(&self) -> Result<(), String> {
@@ -134,26 +139,39 @@ impl Store {
             .map_err(|error| io_message("list", &self.dir, &error))
     }
 
+    /// Lists `(file name, content)` of the regular files that may be
+    /// allocations; `last_reserved_ip.*` files and files that are not UTF-8
+    /// text are skipped. A missing directory has no allocations.
     fn allocation_files(&self) -> Result<Vec<(String, String)>, String> {
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(error) => return Err(io_message("list", &self.dir, &error)),
+        let listing = match read_files(&self.dir) {
+            Ok(listing) => listing,
+            Err(HostError::NotFound(_)) => return Ok(Vec::new()),
+            Err(error) => {
+                return Err(format!(
+                    "failed to list {}: {}",
+                    self.dir.display(),
+                    describe_host_error(&error)
+                ));
+            }
         };
+        let is_allocation = |name: &str| !name.starts_with(LAST_RESERVED_PREFIX);
 
         let mut files = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|error| io_message("list", &self.dir, &error))?;
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
-            let is_file = entry.file_type().is_ok_and(|kind| kind.is_file());
-            if !is_file || name.starts_with(LAST_RESERVED_PREFIX) {
-                continue;
+        for file in listing
+            .small
+            .into_iter()
+            .filter(|file| is_allocation(&file.name))
+        {
+            if let Ok(content) = String::from_utf8(file.contents) {
+                files.push((file.name, content));
             }
-            // A file that vanished or is unreadable cannot belong to the
-            // attachment being served, so it is skipped.
-            if let Ok(content) = fs::read_to_string(entry.path()) {
+        }
+        // The host returns only the names of files above its size limit,
+        // which no reservation reaches unless its container id has
+        // thousands of bytes. A file that vanished or is unreadable cannot
+        // belong to the attachment being served, so it is skipped.
+        for name in listing.large.into_iter().filter(|name| is_allocation(name)) {
+            if let Ok(content) = fs::read_to_string(self.dir.join(&name)) {
                 files.push((name, content));
             }
         }
@@ -163,6 +181,49 @@ impl Store {
     fn last_reserved_path(&self, set_index: usize) -> PathBuf {
         self.dir.join(format!("{LAST_RESERVED_PREFIX}{set_index}"))
     }
+}
+
+/// Lists the state directory through the host, in one call. The host serves
+/// only the directory preopened at [`crate::STATE_DIR`].
+#[cfg(target_arch = "wasm32")]
+fn read_files(_dir: &Path) -> Result<StoreFiles, HostError> {
+    cniwasm_plugin_sdk::ipam_store::read_files()
+}
+
+/// Lists `dir` by the rules of the host's `ipam-store.read-files`, for the
+/// unit tests, which run natively where no host serves the call.
+#[cfg(not(target_arch = "wasm32"))]
+fn read_files(dir: &Path) -> Result<StoreFiles, HostError> {
+    use cniwasm_plugin_sdk::ipam_store::StoreFile;
+
+    // The host's limit, MAX_IPAM_STORE_FILE_BYTES in cniwasm-host-api.
+    const MAX_FILE_BYTES: usize = 4096;
+    let failed = |error: std::io::Error| match error.kind() {
+        ErrorKind::NotFound => HostError::NotFound(io_message("list", dir, &error)),
+        _ => HostError::Failed(io_message("list", dir, &error)),
+    };
+
+    let mut files = StoreFiles {
+        small: Vec::new(),
+        large: Vec::new(),
+    };
+    for entry in fs::read_dir(dir).map_err(failed)? {
+        let entry = entry.map_err(failed)?;
+        let regular = entry.file_type().map_err(failed)?.is_file();
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if !regular {
+            continue;
+        }
+        let contents = fs::read(entry.path()).map_err(failed)?;
+        if contents.len() > MAX_FILE_BYTES {
+            files.large.push(name);
+        } else {
+            files.small.push(StoreFile { name, contents });
+        }
+    }
+    Ok(files)
 }
 
 /// The attachment that owns an allocation.
@@ -264,6 +325,43 @@ mod tests {
 
         assert!(!dir.path().join("10.1.2.7").exists());
         assert!(!dir.path().join("10.1.2.8").exists());
+    }
+
+    #[test]
+    fn large_reservation_still_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let long_id = "x".repeat(5000);
+        fs::write(dir.path().join("10.1.2.9"), format!("{long_id}\r\neth0")).unwrap();
+        let store = Store::new(dir.path());
+
+        let addresses = store.addresses_of(&owner(&long_id, "eth0")).unwrap();
+
+        assert_eq!(addresses, ["10.1.2.9".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn scan_skips_directories_and_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("10.1.2.2")).unwrap();
+        fs::write(dir.path().join("10.1.2.2/inner"), "a\r\neth0").unwrap();
+        fs::write(dir.path().join("10.1.2.3"), vec![0xff; 8]).unwrap();
+        fs::write(dir.path().join("last_reserved_ip.0"), "a\r\neth0").unwrap();
+        fs::write(dir.path().join("10.1.2.4"), "a\r\neth0").unwrap();
+        let store = Store::new(dir.path());
+
+        let addresses = store.addresses_of(&owner("a", "eth0")).unwrap();
+
+        assert_eq!(addresses, ["10.1.2.4".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn missing_directory_holds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().join("absent"));
+
+        assert_eq!(store.addresses_of(&owner("a", "eth0")), Ok(Vec::new()));
+        assert_eq!(store.holds_any(&owner("a", "eth0")), Ok(false));
+        assert_eq!(store.release(&owner("a", "eth0")), Ok(()));
     }
 
     #[test]

@@ -73,7 +73,9 @@ impl Default for bindings::cniwasm::host::link::LinkSettings {
 }
 
 pub use bindings::cniwasm::host::types::{HostError, Netns};
-pub use bindings::cniwasm::host::{address, dns, filter, ipam, link, nat, route, state, sysctl};
+pub use bindings::cniwasm::host::{
+    address, dns, filter, ipam, ipam_store, link, nat, route, state, sysctl,
+};
 pub use cniwasm_types;
 pub use cniwasm_types::{CniError, codes};
 pub use config::{PluginConfig, validate_network_name};
