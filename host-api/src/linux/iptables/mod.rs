@@ -215,6 +215,7 @@ impl IptablesFirewall {
             chains.len() <= MAX_REMOVAL_CHAINS || self.lists_each(Family::V4, chains),
             chains.len() <= MAX_REMOVAL_CHAINS || self.lists_each(Family::V6, chains),
         );
+        let started = std::time::Instant::now();
         let (v4_state, v6_state) = std::thread::scope(|scope| {
             let v6 = scope.spawn(|| read_table(Family::V6, operation, chains, list_v6));
             let v4 = read_table(Family::V4, operation, chains, list_v4);
@@ -223,6 +224,8 @@ impl IptablesFirewall {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (v4, v6)
         });
+        let micros = started.elapsed().as_micros();
+        tracing::debug!(?chains, micros, "read nat chains of both families");
         for (family, state) in [(Family::V4, &v4_state), (Family::V6, &v6_state)] {
             if let Ok(state) = state {
                 self.remember(family, chains, state);
@@ -477,6 +480,7 @@ fn restore(family: Family, operation: &str, script: &RestoreScript) -> Result<()
 /// Runs `iptables-restore --noflush -w` (or ip6tables-restore) with the
 /// script `text`, which names its table.
 fn restore_text(family: Family, operation: &str, text: &str) -> Result<(), KernelError> {
+    let started = std::time::Instant::now();
     let command = family.restore_command();
     let mut child = Command::new(command)
         .args(["--noflush", "-w"])
@@ -504,7 +508,8 @@ fn restore_text(family: Family, operation: &str, text: &str) -> Result<(), Kerne
         );
         return Err(command_error(operation, reason));
     }
-    tracing::debug!(command, script = %text, "applied iptables script");
+    let micros = started.elapsed().as_micros();
+    tracing::debug!(command, micros, script = %text, "applied iptables script");
     Ok(())
 }
 
