@@ -25,13 +25,18 @@ fn cni_path() -> String {
 
 /// bridge + host-local, then the plugin `last`.
 fn chain(last: &str) -> String {
+    chain_with(json!({"type": last}))
+}
+
+/// bridge + host-local, then the plugin configuration `last`.
+fn chain_with(last: Value) -> String {
     json!({
         "cniVersion": "0.4.0",
         "name": "polnet",
         "plugins": [
             {"type": "bridge", "bridge": "polbr", "isGateway": true, "ipMasq": true,
              "ipam": {"type": "host-local", "subnet": "10.244.30.0/24", "routes": [{"dst": "0.0.0.0/0"}]}},
-            {"type": last}
+            last
         ]
     })
     .to_string()
@@ -68,8 +73,12 @@ struct Case {
 
 impl Case {
     fn new(plugin: &str, mode: &str) -> Self {
+        Self::with_list(&chain(plugin), mode)
+    }
+
+    fn with_list(list: &str, mode: &str) -> Self {
         let scenario = Scenario::new();
-        scenario.write_config("10-polnet.conflist", &chain(plugin));
+        scenario.write_config("10-polnet.conflist", list);
         let policy = policy(&scenario, mode);
         let container = Netns::create("cwc");
         let host_links = scenario.host.link_names();
@@ -275,6 +284,42 @@ fn port_22_denied() {
             .len(),
         1
     );
+}
+
+/// A portmap that asks to mark through a chain the policy does not list is
+/// denied, and the ADD leaves nothing behind.
+#[test]
+fn unlisted_mark_chain_denied() {
+    if !require_root() {
+        return;
+    }
+    let portmap = json!({"type": "portmap", "capabilities": {"portMappings": true},
+        "externalSetMarkChain": "KUBE-MARK-MASQ"});
+    let mut case = Case::with_list(&chain_with(portmap), "enforce");
+    case.scenario
+        .host
+        .exec_ok(&["iptables", "-t", "nat", "-N", "KUBE-MARK-MASQ"]);
+    case.nat_rules = case.scenario.host.nat_rules();
+    let cni_path = cni_path();
+    let policy = case.policy.display().to_string();
+    let cap_args = r#"{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}"#;
+
+    let output = case.scenario.cniwasm(
+        &["add", "polnet", case.container.path().to_str().unwrap()],
+        &[
+            ("CNI_PATH", &cni_path),
+            ("CNIWASM_POLICY", &policy),
+            ("CAP_ARGS", cap_args),
+        ],
+    );
+
+    assert_failure(&output, 100, "portmap", "mark chain \"KUBE-MARK-MASQ\"");
+    assert_eq!(
+        case.audited("portmap", "deny", "portMappings.markChains")
+            .len(),
+        1
+    );
+    case.assert_rolled_back();
 }
 
 #[test]

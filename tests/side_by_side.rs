@@ -39,11 +39,30 @@ fn compare(cni_version: &str) {
 /// of both families, and the bridge's and container's global addresses.
 /// After DEL, no rule of the container may be left in cniwasm's namespace.
 fn compare_list(list: Value, cap_args: &str, reference_del: ReferenceDel) {
+    compare_list_with(list, cap_args, reference_del, Hooks::default());
+}
+
+/// Checks cniwasm's IPv4 NAT rules after ADD.
+type RuleCheck<'a> = &'a dyn Fn(&[String]);
+
+/// Steps a comparison runs in addition to its own.
+#[derive(Default)]
+struct Hooks<'a> {
+    /// Runs in each host namespace before ADD.
+    prepare_host: Option<&'a dyn Fn(&Netns)>,
+    check_rules: Option<RuleCheck<'a>>,
+}
+
+/// [`compare_list`] with `hooks`.
+fn compare_list_with(list: Value, cap_args: &str, reference_del: ReferenceDel, hooks: Hooks) {
     let cni_version = list["cniVersion"].as_str().unwrap().to_string();
     let capability_args: Map<String, Value> = serde_json::from_str(cap_args).unwrap();
 
     // cniwasm in one host namespace.
     let ours = Scenario::new();
+    if let Some(prepare) = hooks.prepare_host {
+        prepare(&ours.host);
+    }
     ours.write_config("10-mynet.conflist", &list.to_string());
     let our_container = Netns::create("cwc");
     let our_netns = our_container.path().to_str().unwrap().to_string();
@@ -54,6 +73,9 @@ fn compare_list(list: Value, cap_args: &str, reference_del: ReferenceDel) {
     // The reference plugins in another, with the same container id so that
     // chain names and rule comments must match exactly.
     let theirs = Scenario::new();
+    if let Some(prepare) = hooks.prepare_host {
+        prepare(&theirs.host);
+    }
     let their_container = Netns::create("cwr");
     let their_netns = their_container.path().to_str().unwrap().to_string();
     let mut reference_list = list.clone();
@@ -81,6 +103,9 @@ fn compare_list(list: Value, cap_args: &str, reference_del: ReferenceDel) {
         [&theirs.host, &their_container],
         &cni_version,
     );
+    if let Some(check) = hooks.check_rules {
+        check(&ours.host.nat_rules());
+    }
 
     ours.cniwasm(&["del", "mynet", &our_netns], &[("CAP_ARGS", cap_args)])
         .assert_success();
@@ -243,4 +268,49 @@ fn two_v6_ranges_match_reference() {
             ReferenceDel::FailsOnSecondAddress,
         );
     }
+}
+
+/// `externalSetMarkChain` and `conditionsV4` give the reference's rules:
+/// hairpin and localhost traffic jumps to the node's mark chain, no mark or
+/// masquerade chain of the plugin's own exists, and the conditions lead the
+/// entry rule.
+#[test]
+fn external_mark_chain_and_conditions_match_reference() {
+    if !require_root() {
+        return;
+    }
+    let text = std::fs::read_to_string(repo_root().join("examples/mynet.conflist")).unwrap();
+    let mut list: Value = serde_json::from_str(&text).unwrap();
+    list["cniVersion"] = json!("1.0.0");
+    list["plugins"][1]["externalSetMarkChain"] = json!("KUBE-MARK-MASQ");
+    list["plugins"][1]["conditionsV4"] = json!(["!", "-d", "10.99.0.0/16"]);
+
+    let prepare = |host: &Netns| {
+        host.exec_ok(&["iptables", "-t", "nat", "-N", "KUBE-MARK-MASQ"]);
+    };
+    let check = |rules: &[String]| {
+        let marks = rules
+            .iter()
+            .filter(|rule| rule.ends_with("-j KUBE-MARK-MASQ"));
+        assert_eq!(marks.count(), 2, "{rules:#?}");
+        assert!(
+            !rules
+                .iter()
+                .any(|rule| rule.contains("CNI-HOSTPORT-SETMARK")),
+            "{rules:#?}"
+        );
+        let entry = rules
+            .iter()
+            .find(|rule| rule.starts_with("-A CNI-HOSTPORT-DNAT"));
+        let entry = entry.expect("an entry rule");
+        assert!(
+            entry.starts_with("-A CNI-HOSTPORT-DNAT ! -d 10.99.0.0/16 -p tcp"),
+            "{entry}"
+        );
+    };
+    let hooks = Hooks {
+        prepare_host: Some(&prepare),
+        check_rules: Some(&check),
+    };
+    compare_list_with(list, CAP_ARGS, ReferenceDel::Succeeds, hooks);
 }

@@ -221,6 +221,8 @@ struct RawPortRules {
     host_ips: Vec<String>,
     #[serde(default)]
     protocols: Vec<String>,
+    #[serde(default)]
+    mark_chains: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -583,6 +585,10 @@ pub enum Request<'a> {
     Masquerade {
         source: Option<IpNet>,
     },
+    /// An existing chain that port mappings jump to for marking.
+    MarkChain {
+        name: &'a str,
+    },
     /// Removing the attachment's own port mappings.
     RemovePortMappings,
     /// Accept rules in `CNI-FORWARD` for one container address.
@@ -622,6 +628,7 @@ impl Request<'_> {
             Request::Sysctl { .. } => "sysctl",
             Request::PortMapping { .. }
             | Request::Masquerade { .. }
+            | Request::MarkChain { .. }
             | Request::RemovePortMappings => "nat",
             Request::ForwardAddress { .. } | Request::AdminChain { .. } => "filter",
             Request::Ipam => "ipam",
@@ -925,6 +932,30 @@ mod tests {
             "{}",
             denied.reason
         );
+    }
+
+    /// A `portMappings` section lists the external mark chains allowed; with
+    /// none listed, none is.
+    #[test]
+    fn mark_chains_checked() {
+        let text = r#"{"plugins": {
+            "portmap": {"portMappings": {"hostPorts": ["1-65535"], "markChains": ["KUBE-MARK-*"]}},
+            "strict": {"portMappings": {"hostPorts": ["1-65535"]}}}}"#;
+        let policy = Policy::from_json(text).unwrap();
+        let check = |plugin: &str, name| {
+            let decision = policy
+                .for_plugin(plugin)
+                .check(&Request::MarkChain { name });
+            (decision.verdict, decision.rule)
+        };
+
+        assert_eq!(check("portmap", "KUBE-MARK-MASQ").0, Verdict::Allow);
+        let other = check("portmap", "OTHER-MARK");
+        assert_eq!(
+            other,
+            (Verdict::Deny, "portMappings.markChains".to_string())
+        );
+        assert_eq!(check("strict", "KUBE-MARK-MASQ").0, Verdict::Deny);
     }
 
     #[test]

@@ -1247,6 +1247,8 @@ mod tests {
             snat: true,
             masq_all: false,
             mark_bit: 13,
+            mark_chain: None,
+            conditions: Vec::new(),
         };
 
         kernel

@@ -153,6 +153,8 @@ fn seed_port_map() -> PortMapSpec {
         snat: true,
         masq_all: false,
         mark_bit: 13,
+        mark_chain: None,
+        conditions: Vec::new(),
     }
 }
 
@@ -758,6 +760,8 @@ fn ipv6_port_mappings() {
             snat: true,
             masq_all: false,
             mark_bit: 13,
+            mark_chain: None,
+            conditions: Vec::new(),
         };
 
         firewall.add_port_mappings(&owner, &spec).unwrap();
@@ -820,5 +824,68 @@ fn masquerade_lifecycle_both_families() {
         assert_eq!(err.kind, KernelErrorKind::NotFound, "{err}");
         firewall.remove_masquerade(&owner).unwrap();
         firewall.settle().unwrap();
+    });
+}
+
+/// With an external mark chain and conditions, the rules go in, a check
+/// finds them although iptables prints the conditions in its own form, a
+/// second ADD replaces them without duplicates, and removal leaves the
+/// node's mark chain alone.
+#[test]
+fn port_mappings_with_mark_chain_and_conditions() {
+    privileged("port_mappings_with_mark_chain_and_conditions", |_| {
+        run("iptables", &["-t", "nat", "-N", "KUBE-MARK-MASQ"]);
+        let mut firewall = IptablesFirewall::new(FirewallOptions::default());
+        let owner = seed_owner();
+        let spec = PortMapSpec {
+            mark_chain: Some("KUBE-MARK-MASQ".into()),
+            // iptables saves these as `-s 1.2.3.4/32 ! -d 10.99.0.0/16`.
+            conditions: ["!", "-d", "10.99.0.0/16", "-s", "1.2.3.4"]
+                .map(String::from)
+                .to_vec(),
+            ..seed_port_map()
+        };
+
+        firewall.add_port_mappings(&owner, &spec).unwrap();
+        firewall.check_port_mappings(&owner, &spec).unwrap();
+        let first = nat_lines("iptables-save");
+        firewall.add_port_mappings(&owner, &spec).unwrap();
+        assert_eq!(nat_lines("iptables-save"), first);
+
+        let entry = first
+            .iter()
+            .find(|line| line.starts_with("-A CNI-HOSTPORT-DNAT"))
+            .unwrap();
+        assert!(
+            entry.starts_with("-A CNI-HOSTPORT-DNAT -s 1.2.3.4/32 ! -d 10.99.0.0/16 -p tcp"),
+            "{entry}"
+        );
+        let marks = first
+            .iter()
+            .filter(|line| line.ends_with("-j KUBE-MARK-MASQ"));
+        assert_eq!(marks.count(), 2, "{first:#?}");
+        assert!(
+            !first
+                .iter()
+                .any(|line| line.contains("CNI-HOSTPORT-SETMARK"))
+        );
+
+        let other_protocol = PortMapSpec {
+            mappings: vec![PortMapping {
+                protocol: Protocol::Udp,
+                ..spec.mappings[0].clone()
+            }],
+            ..spec.clone()
+        };
+        let error = firewall
+            .check_port_mappings(&owner, &other_protocol)
+            .unwrap_err();
+        assert_eq!(error.kind, KernelErrorKind::NotFound, "{error}");
+
+        firewall.remove_port_mappings(&owner).unwrap();
+        firewall.settle().unwrap();
+        let left = nat_lines("iptables-save");
+        assert!(!left.iter().any(|line| line.contains(&owner.dnat_chain())));
+        run("iptables", &["-t", "nat", "-S", "KUBE-MARK-MASQ"]);
     });
 }

@@ -230,6 +230,11 @@ pub struct PortMapSpec {
     pub masq_all: bool,
     /// Mark bit for masquerade requests, 0 to 31 (the reference default is 13).
     pub mark_bit: u8,
+    /// An existing chain that marks for masquerade, used in place of
+    /// `CNI-HOSTPORT-SETMARK` and the mark bit.
+    pub mark_chain: Option<String>,
+    /// Match arguments in front of the entry rules, one token each.
+    pub conditions: Vec<String>,
 }
 
 /// NAT rules owned by one attachment. Chain names and comments derive from

@@ -151,7 +151,92 @@ pub(super) fn port_map_from_wit(spec: &nat::PortMapSpec) -> Result<kernel::PortM
         snat: spec.snat,
         masq_all: spec.masq_all,
         mark_bit: spec.mark_bit,
+        mark_chain: spec.mark_chain.as_deref().map(mark_chain).transpose()?,
+        conditions: conditions(&spec.conditions)?,
     })
+}
+
+/// The longest chain name iptables accepts, in bytes.
+const MAX_CHAIN_NAME: usize = 28;
+
+/// Checks the name of an external mark chain: an iptables chain name that
+/// is neither built in nor one of the `CNI-` chains the host manages, which
+/// a plugin could otherwise make other attachments' traffic jump into.
+fn mark_chain(name: &str) -> Result<String, HostError> {
+    let builtin = ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING", "FORWARD"];
+    let plain = !name.is_empty()
+        && name.len() <= MAX_CHAIN_NAME
+        && !name.starts_with(['-', '!'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !"\"'\\".contains(c));
+    if !plain || builtin.contains(&name) || name.starts_with("CNI-") {
+        return Err(HostError::Invalid(format!(
+            "invalid mark chain {name:?}: name an existing nat chain of at most {MAX_CHAIN_NAME} visible characters that is not built in and does not start with CNI-"
+        )));
+    }
+    Ok(name.to_string())
+}
+
+/// Options that would turn a match condition into another command, table
+/// or target. iptables would reject most of them on a rule line anyway, but
+/// a target would change what the entry rule does.
+const REFUSED_CONDITION_OPTIONS: &[&str] = &[
+    "-j",
+    "--jump",
+    "-g",
+    "--goto",
+    "-t",
+    "--table",
+    "-A",
+    "--append",
+    "-I",
+    "--insert",
+    "-D",
+    "--delete",
+    "-R",
+    "--replace",
+    "-N",
+    "--new-chain",
+    "-X",
+    "--delete-chain",
+    "-F",
+    "--flush",
+    "-Z",
+    "--zero",
+    "-P",
+    "--policy",
+    "-E",
+    "--rename-chain",
+    "-L",
+    "--list",
+    "-S",
+    "--list-rules",
+    "-C",
+    "--check",
+];
+
+/// Checks the match tokens of the entry rules. Each token goes into an
+/// `iptables-restore` line separated by spaces, so whitespace, quotes and
+/// backslashes, which would split or join tokens differently, are refused.
+fn conditions(tokens: &[String]) -> Result<Vec<String>, HostError> {
+    for token in tokens {
+        let plain = !token.is_empty()
+            && token
+                .chars()
+                .all(|c| c.is_ascii_graphic() && !"\"'\\".contains(c));
+        if !plain {
+            return Err(HostError::Invalid(format!(
+                "invalid port-mapping condition {token:?}: give one iptables match argument per element, without spaces, quotes or backslashes"
+            )));
+        }
+        if REFUSED_CONDITION_OPTIONS.contains(&token.as_str()) {
+            return Err(HostError::Invalid(format!(
+                "invalid port-mapping condition {token:?}: conditions may only add matches, not a command, table or target"
+            )));
+        }
+    }
+    Ok(tokens.to_vec())
 }
 
 #[cfg(test)]
@@ -198,6 +283,72 @@ mod tests {
             assert!(
                 matches!(error, HostError::Invalid(_)),
                 "{vlans:?}: {error:?}"
+            );
+        }
+    }
+
+    fn spec(mark_chain: Option<&str>, conditions: &[&str]) -> nat::PortMapSpec {
+        nat::PortMapSpec {
+            container_address: "10.244.10.7/24".into(),
+            mappings: Vec::new(),
+            snat: true,
+            masq_all: false,
+            mark_bit: 13,
+            mark_chain: mark_chain.map(String::from),
+            conditions: conditions.iter().map(|token| token.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn mark_chain_names_checked() {
+        let parsed = port_map_from_wit(&spec(Some("KUBE-MARK-MASQ"), &[])).unwrap();
+        assert_eq!(parsed.mark_chain.as_deref(), Some("KUBE-MARK-MASQ"));
+
+        let too_long = "M".repeat(MAX_CHAIN_NAME + 1);
+        for name in [
+            "",
+            "CNI-HOSTPORT-SETMARK",
+            "POSTROUTING",
+            "-j",
+            "A B",
+            "A\nB",
+            &too_long,
+        ] {
+            let error = port_map_from_wit(&spec(Some(name), &[])).unwrap_err();
+            assert!(
+                matches!(&error, HostError::Invalid(message) if message.contains("invalid mark chain")),
+                "{name:?}: {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn conditions_checked() {
+        let accepted = [
+            "!",
+            "-d",
+            "10.99.0.0/16",
+            "-m",
+            "set",
+            "--match-set",
+            "allowed",
+            "src",
+        ];
+        let parsed = port_map_from_wit(&spec(None, &accepted)).unwrap();
+        assert_eq!(parsed.conditions, accepted);
+
+        let refused: [&[&str]; 5] = [
+            &["-j", "ACCEPT"],
+            &["--goto", "OTHER"],
+            &["-s", "1.2.3.4 -j ACCEPT"],
+            &["-s", "1.2.3.4\nCOMMIT"],
+            &["-m", "comment", "--comment", "\"x\""],
+        ];
+        for tokens in refused {
+            let error = port_map_from_wit(&spec(None, tokens)).unwrap_err();
+            assert!(
+                matches!(&error, HostError::Invalid(message) if message.contains("condition")),
+                "{tokens:?}: {error:?}"
             );
         }
     }

@@ -422,7 +422,8 @@ impl HostContext {
         let call = Call {
             operation,
             arguments: json!({"containerAddress": spec.container_address, "mappings": mappings, "snat": spec.snat,
-                "masqAll": spec.masq_all, "markBit": spec.mark_bit}),
+                "masqAll": spec.masq_all, "markBit": spec.mark_bit, "markChain": spec.mark_chain,
+                "conditions": spec.conditions}),
             requests: parsed
                 .mappings
                 .iter()
@@ -431,6 +432,12 @@ impl HostContext {
                     host_ip: m.host_ip,
                     protocol: m.protocol.as_str(),
                 })
+                .chain(
+                    parsed
+                        .mark_chain
+                        .as_deref()
+                        .map(|name| Request::MarkChain { name }),
+                )
                 .collect(),
         };
         let owner = self.owner.clone();

@@ -50,6 +50,9 @@ pub struct PortRules {
     /// on every local address.
     pub host_ips: Vec<IpAddr>,
     pub protocols: Vec<String>,
+    /// Name patterns of external chains the mappings may jump to for
+    /// marking, such as `KUBE-MARK-MASQ`.
+    pub mark_chains: Vec<Pattern>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -291,6 +294,11 @@ impl PortRules {
             host_ports,
             host_ips,
             protocols: raw.protocols,
+            mark_chains: patterns(
+                raw.mark_chains,
+                &format!("{field}.markChains"),
+                str::to_string,
+            )?,
         })
     }
 
@@ -324,6 +332,19 @@ impl PortRules {
                 self.mode,
                 "portMappings.protocols",
                 format!("protocol {protocol} is not allowed"),
+            )
+        })
+    }
+}
+
+impl PortRules {
+    fn check_mark_chain(&self, name: &str) -> Option<Decision> {
+        let allowed = self.mark_chains.iter().any(|pattern| pattern.matches(name));
+        (!allowed).then(|| {
+            Decision::violation(
+                self.mode,
+                "portMappings.markChains",
+                format!("mark chain {name:?} matches no allowed pattern"),
             )
         })
     }
@@ -550,6 +571,10 @@ pub(super) fn check(policy: &PluginPolicy, request: &Request<'_>) -> Decision {
                 )
             })
         }),
+        Request::MarkChain { name } => policy
+            .port_mappings
+            .as_ref()
+            .and_then(|rules| rules.check_mark_chain(name)),
         Request::ForwardAddress { address } => policy
             .filter
             .as_ref()

@@ -82,6 +82,11 @@ pub struct PortmapConfig {
     pub snat: bool,
     pub masq_all: bool,
     pub mark_bit: u8,
+    /// `externalSetMarkChain`: a chain to jump to for marking in place of
+    /// the host's own.
+    pub mark_chain: Option<String>,
+    pub conditions_v4: Vec<String>,
+    pub conditions_v6: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -111,7 +116,9 @@ struct RawMapping {
 
 impl PortmapConfig {
     /// Reads `snat` (default true), `masqAll` (default false), `markMasqBit`
-    /// (default 13, 0 to 31) and the mappings. Errors carry code 7.
+    /// (default 13, 0 to 31), `externalSetMarkChain`, `conditionsV4`,
+    /// `conditionsV6` and the mappings. Errors carry code 7, or 2 for an
+    /// option the host cannot honour.
     pub fn parse(config: &PluginConfig) -> Result<Self, CniError> {
         let raw: RawOptions = config.options()?;
         raw.reject_unsupported()?;
@@ -131,15 +138,19 @@ impl PortmapConfig {
             snat: raw.snat.unwrap_or(true),
             masq_all: raw.masq_all.unwrap_or(false),
             mark_bit: mark_bit as u8,
+            mark_chain: raw
+                .external_set_mark_chain
+                .filter(|chain| !chain.is_empty()),
+            conditions_v4: raw.conditions_v4,
+            conditions_v6: raw.conditions_v6,
         })
     }
 }
 
 impl RawOptions {
-    /// Rejects keys of the reference plugin whose effect the host cannot
-    /// produce: it builds iptables rules only, with its own mark chain and
-    /// no extra match conditions. Ignoring them would forward other traffic
-    /// than the operator asked for.
+    /// Rejects option values whose effect the host cannot produce: it
+    /// builds iptables rules only, so nftables conditions cannot apply.
+    /// Ignoring them would forward other traffic than the operator asked for.
     fn reject_unsupported(&self) -> Result<(), CniError> {
         let external_chain = self
             .external_set_mark_chain
@@ -148,11 +159,6 @@ impl RawOptions {
         if let (Some(chain), Some(bit)) = (external_chain, self.mark_masq_bit) {
             return Err(invalid(format!(
                 "externalSetMarkChain {chain:?} and markMasqBit {bit} exclude each other: remove one"
-            )));
-        }
-        if let Some(chain) = external_chain {
-            return Err(unsupported(format!(
-                "externalSetMarkChain {chain:?} is not supported by this portmap plugin, which marks with its own CNI-HOSTPORT-SETMARK chain: remove it, and set markMasqBit if the mark must match another bit"
             )));
         }
         match self.backend.as_deref() {
@@ -168,13 +174,18 @@ impl RawOptions {
                 )));
             }
         }
+        // The reference plugin reads conditions whose first token starts
+        // with `-` or `!` as iptables matches and all others as nftables.
         for (key, conditions) in [
             ("conditionsV4", &self.conditions_v4),
             ("conditionsV6", &self.conditions_v6),
         ] {
-            if !conditions.is_empty() {
+            let iptables = conditions
+                .first()
+                .is_none_or(|first| first.starts_with(['-', '!']));
+            if !iptables {
                 return Err(unsupported(format!(
-                    "{key} {conditions:?} is not supported by this portmap plugin, which cannot add match conditions to its rules: remove {key}"
+                    "{key} {conditions:?} are nftables conditions, which this portmap plugin cannot apply: its host builds iptables rules, so write them as iptables matches such as [\"!\", \"-d\", \"10.99.0.0/16\"]"
                 )));
             }
         }
@@ -302,6 +313,11 @@ pub fn family_specs(
             snat: options.snat,
             masq_all: options.masq_all,
             mark_bit: options.mark_bit,
+            mark_chain: options.mark_chain.clone(),
+            conditions: match ipv4 {
+                true => options.conditions_v4.clone(),
+                false => options.conditions_v6.clone(),
+            },
         });
     }
     specs
@@ -448,22 +464,17 @@ mod tests {
             (json!({"backend": "nftables"}), 2, "backend"),
             (json!({"backend": "pf"}), 7, "backend"),
             (
-                json!({"externalSetMarkChain": "KUBE-MARK-MASQ"}),
-                2,
-                "externalSetMarkChain",
-            ),
-            (
                 json!({"externalSetMarkChain": "X", "markMasqBit": 5}),
                 7,
                 "markMasqBit",
             ),
             (
-                json!({"conditionsV4": ["-s", "1.2.3.4"]}),
+                json!({"conditionsV4": ["ip", "saddr", "1.2.3.4"]}),
                 2,
                 "conditionsV4",
             ),
             (
-                json!({"conditionsV6": ["!", "-s", "::1"]}),
+                json!({"conditionsV6": ["ip6", "daddr", "!=", "::1"]}),
                 2,
                 "conditionsV6",
             ),
@@ -478,7 +489,29 @@ mod tests {
 
         let accepted = json!({"cniVersion": "1.0.0", "name": "n", "backend": "iptables",
             "externalSetMarkChain": "", "conditionsV4": []});
-        assert!(PortmapConfig::parse(&config(accepted)).is_ok());
+        let parsed = PortmapConfig::parse(&config(accepted)).unwrap();
+        assert_eq!(parsed.mark_chain, None);
+    }
+
+    /// Each family's spec carries that family's conditions, and both carry
+    /// the external mark chain.
+    #[test]
+    fn mark_chain_and_conditions_passed_per_family() {
+        let mut value = json!({"cniVersion": "1.0.0", "name": "n",
+            "externalSetMarkChain": "KUBE-MARK-MASQ",
+            "conditionsV4": ["!", "-d", "10.99.0.0/16"], "conditionsV6": ["-s", "fd00::/8"],
+            "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}});
+        value["prevResult"] = serde_json::to_value(chained_result()).unwrap();
+        let config = config(value);
+        let options = PortmapConfig::parse(&config).unwrap();
+
+        let specs = family_specs(&options, &chained_result(), "eth0");
+
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[0].mark_chain.as_deref(), Some("KUBE-MARK-MASQ"));
+        assert_eq!(specs[0].conditions, ["!", "-d", "10.99.0.0/16"]);
+        assert_eq!(specs[1].mark_chain.as_deref(), Some("KUBE-MARK-MASQ"));
+        assert_eq!(specs[1].conditions, ["-s", "fd00::/8"]);
     }
 
     #[test]

@@ -593,7 +593,15 @@ impl Firewall for IptablesFirewall {
         let family = Family::of(spec.container_address.addr());
 
         let state = self.read(family, &operation, &rules.chains())?;
-        match script::first_missing(&state, rules.all_rules()) {
+        let missing = match spec.conditions.is_empty() {
+            true => script::first_missing(&state, rules.all_rules()),
+            false => {
+                let exact = rules.shared_rules.iter().map(|(rule, _)| rule);
+                script::first_missing(&state, exact.chain(&rules.dnat_rules))
+                    .or_else(|| script::first_missing_entry(&state, &rules.entry_rules))
+            }
+        };
+        match missing {
             Some(rule) => Err(missing_rule_error(&operation, rule)),
             None => Ok(()),
         }

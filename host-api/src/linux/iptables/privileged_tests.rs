@@ -86,6 +86,8 @@ fn port_map(address: &str, host_port: u16) -> PortMapSpec {
         snat: true,
         masq_all: false,
         mark_bit: 13,
+        mark_chain: None,
+        conditions: Vec::new(),
     }
 }
 

@@ -172,11 +172,16 @@ pub(crate) fn port_map_rules(owner: &Owner, spec: &PortMapSpec) -> Result<PortMa
         ports.push(mapping.host_port.to_string());
     }
     let comment = quote(&trim_comment(&format!("dnat {}", owner.comment())));
+    let conditions: String = spec
+        .conditions
+        .iter()
+        .map(|token| format!("{token} "))
+        .collect();
     let mut entry_rules = Vec::new();
     for (protocol, ports) in &by_protocol {
         for group in ports.chunks(MAX_MULTIPORT_PORTS) {
             let spec = format!(
-                "-p {protocol} -m comment --comment {comment} -m multiport --dports {} -j {dnat_chain}",
+                "{conditions}-p {protocol} -m comment --comment {comment} -m multiport --dports {} -j {dnat_chain}",
                 group.join(",")
             );
             entry_rules.push(Rule::new(HOSTPORT_DNAT, spec));
@@ -210,6 +215,7 @@ fn mapping_rules(
         .map(|ip| format!("-d {} ", host_prefix(ip)))
         .unwrap_or_default();
     let mut rules = Vec::new();
+    let mark_chain = spec.mark_chain.as_deref().unwrap_or(HOSTPORT_SETMARK);
 
     if spec.snat {
         // iptables-save leaves out a source of 0.0.0.0/0, which masqAll uses.
@@ -217,13 +223,12 @@ fn mapping_rules(
             true => String::new(),
             false => format!("-s {} ", spec.container_address.trunc()),
         };
-        let hairpin = format!("{source}{destination}{port_match} -j {HOSTPORT_SETMARK}");
+        let hairpin = format!("{source}{destination}{port_match} -j {mark_chain}");
         rules.push(Rule::new(chain, hairpin));
 
         let ipv4 = spec.container_address.addr().is_ipv4();
         if ipv4 && !spec.masq_all {
-            let localhost =
-                format!("-s 127.0.0.1/32 {destination}{port_match} -j {HOSTPORT_SETMARK}");
+            let localhost = format!("-s 127.0.0.1/32 {destination}{port_match} -j {mark_chain}");
             rules.push(Rule::new(chain, localhost));
         }
     }
@@ -238,7 +243,8 @@ fn mapping_rules(
 }
 
 /// Generates the shared chains and their rules: local-destination jumps into
-/// `CNI-HOSTPORT-DNAT` and, with SNAT, the mark and masquerade chains.
+/// `CNI-HOSTPORT-DNAT` and, with SNAT, the mark and masquerade chains. An
+/// external mark chain replaces the latter two, and its owner masquerades.
 fn shared_port_map_rules(spec: &PortMapSpec) -> (Vec<&'static str>, Vec<(Rule, Position)>) {
     let local_jump = format!("-m addrtype --dst-type LOCAL -j {HOSTPORT_DNAT}");
     let mut chains = vec![HOSTPORT_DNAT];
@@ -246,7 +252,7 @@ fn shared_port_map_rules(spec: &PortMapSpec) -> (Vec<&'static str>, Vec<(Rule, P
         (Rule::new(PREROUTING, &local_jump), Position::Append),
         (Rule::new("OUTPUT", &local_jump), Position::Append),
     ];
-    if !spec.snat {
+    if !spec.snat || spec.mark_chain.is_some() {
         return (chains, rules);
     }
 
@@ -378,6 +384,8 @@ mod tests {
             snat: true,
             masq_all: false,
             mark_bit: 13,
+            mark_chain: None,
+            conditions: Vec::new(),
         }
     }
 
@@ -594,5 +602,43 @@ mod tests {
         assert!(rule.jumps_to("CNI-DN-abc"));
         assert!(!rule.jumps_to("CNI-DN-ab"));
         assert!(Rule::new("X", "-j Y").jumps_to("Y"));
+    }
+
+    /// The lines the reference portmap 1.1.1 saved for container "abc" with
+    /// `externalSetMarkChain` and `conditionsV4`, as iptables-save wrote them.
+    #[test]
+    fn external_mark_chain_and_conditions_match_reference() {
+        let owner = Owner {
+            network: "mynet".into(),
+            container_id: "abc".into(),
+            ifname: "eth0".into(),
+        };
+        let spec = PortMapSpec {
+            container_address: "10.244.10.7/24".parse().unwrap(),
+            mark_chain: Some("KUBE-MARK-MASQ".into()),
+            conditions: ["-s", "1.2.3.4/32", "!", "-d", "10.99.0.0/16"]
+                .map(String::from)
+                .to_vec(),
+            ..seed_spec()
+        };
+
+        let rules = port_map_rules(&owner, &spec).unwrap();
+
+        assert_eq!(rules.shared_chains, ["CNI-HOSTPORT-DNAT"]);
+        assert_eq!(rules.shared_rules.len(), 2, "{:?}", rules.shared_rules);
+        assert_eq!(
+            lines(&rules.dnat_rules),
+            [
+                "-A CNI-DN-e88f49d94512ff752ebe6 -s 10.244.10.0/24 -d 127.0.0.1/32 -p tcp -m tcp --dport 9090 -j KUBE-MARK-MASQ",
+                "-A CNI-DN-e88f49d94512ff752ebe6 -s 127.0.0.1/32 -d 127.0.0.1/32 -p tcp -m tcp --dport 9090 -j KUBE-MARK-MASQ",
+                "-A CNI-DN-e88f49d94512ff752ebe6 -d 127.0.0.1/32 -p tcp -m tcp --dport 9090 -j DNAT --to-destination 10.244.10.7:80",
+            ]
+        );
+        assert_eq!(
+            lines(&rules.entry_rules),
+            [
+                r#"-A CNI-HOSTPORT-DNAT -s 1.2.3.4/32 ! -d 10.99.0.0/16 -p tcp -m comment --comment "dnat name: \"mynet\" id: \"abc\"" -m multiport --dports 9090 -j CNI-DN-e88f49d94512ff752ebe6"#
+            ]
+        );
     }
 }

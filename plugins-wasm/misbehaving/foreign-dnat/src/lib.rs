@@ -21,6 +21,8 @@ impl Plugin for ForeignDnat {
             snat: true,
             masq_all: false,
             mark_bit: 13,
+            mark_chain: None,
+            conditions: Vec::new(),
         };
         nat::add_port_mappings(&spec).context(&format!(
             "failed to map host port 18080 to {FOREIGN_ADDRESS}"

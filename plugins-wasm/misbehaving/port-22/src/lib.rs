@@ -31,6 +31,8 @@ impl Plugin for Port22 {
             snat: true,
             masq_all: false,
             mark_bit: MARK_BIT,
+            mark_chain: None,
+            conditions: Vec::new(),
         };
         nat::add_port_mappings(&spec).context(&format!(
             "failed to map host port 22 to {container_address}"
