@@ -156,7 +156,7 @@ pub(super) fn port_map_from_wit(spec: &nat::PortMapSpec) -> Result<kernel::PortM
     })
 }
 
-/// The longest chain name iptables accepts, in bytes.
+/// Maximum length of a chain name that iptables accepts, in bytes.
 const MAX_CHAIN_NAME: usize = 28;
 
 /// Checks the name of an external mark chain: an iptables chain name that
@@ -181,7 +181,7 @@ fn mark_chain(name: &str) -> Result<String, HostError> {
 /// Options that would turn a match condition into another command, table
 /// or target. iptables would reject most of them on a rule line anyway, but
 /// a target would change what the entry rule does.
-const REFUSED_CONDITION_OPTIONS: &[&str] = &[
+const REJECTED_CONDITION_OPTIONS: &[&str] = &[
     "-j",
     "--jump",
     "-g",
@@ -218,7 +218,7 @@ const REFUSED_CONDITION_OPTIONS: &[&str] = &[
 
 /// Checks the match tokens of the entry rules. Each token goes into an
 /// `iptables-restore` line separated by spaces, so whitespace, quotes and
-/// backslashes, which would split or join tokens differently, are refused.
+/// backslashes, which would split or join tokens differently, are rejected.
 fn conditions(tokens: &[String]) -> Result<Vec<String>, HostError> {
     for token in tokens {
         let plain = !token.is_empty()
@@ -230,7 +230,7 @@ fn conditions(tokens: &[String]) -> Result<Vec<String>, HostError> {
                 "invalid port-mapping condition {token:?}: give one iptables match argument per element, without spaces, quotes or backslashes"
             )));
         }
-        if REFUSED_CONDITION_OPTIONS.contains(&token.as_str()) {
+        if REJECTED_CONDITION_OPTIONS.contains(&token.as_str()) {
             return Err(HostError::Invalid(format!(
                 "invalid port-mapping condition {token:?}: conditions may only add matches, not a command, table or target"
             )));
@@ -337,14 +337,14 @@ mod tests {
         let parsed = port_map_from_wit(&spec(None, &accepted)).unwrap();
         assert_eq!(parsed.conditions, accepted);
 
-        let refused: [&[&str]; 5] = [
+        let rejected: [&[&str]; 5] = [
             &["-j", "ACCEPT"],
             &["--goto", "OTHER"],
             &["-s", "1.2.3.4 -j ACCEPT"],
             &["-s", "1.2.3.4\nCOMMIT"],
             &["-m", "comment", "--comment", "\"x\""],
         ];
-        for tokens in refused {
+        for tokens in rejected {
             let error = port_map_from_wit(&spec(None, tokens)).unwrap_err();
             assert!(
                 matches!(&error, HostError::Invalid(message) if message.contains("condition")),

@@ -124,7 +124,7 @@ enum RemovalKind {
 }
 
 impl Removal {
-    /// The shared chain that holds the jumps to the owner's chain.
+    /// The shared chain that contains the jumps to the owner's chain.
     fn parent(&self) -> &'static str {
         match self.kind {
             RemovalKind::PortMappings => HOSTPORT_DNAT,
@@ -209,8 +209,8 @@ impl IptablesFirewall {
         let _lock = self.lock(operation)?;
 
         // A removal reads at most four chains, two of them the owner's
-        // small ones, and listing them costs less than a save of a large
-        // table; with few rules both take about the same time.
+        // small ones. Listing them costs less than a save of a large table,
+        // and with few rules both take about the same time.
         let (list_v4, list_v6) = (
             chains.len() <= MAX_REMOVAL_CHAINS || self.lists_each(Family::V4, chains),
             chains.len() <= MAX_REMOVAL_CHAINS || self.lists_each(Family::V6, chains),

@@ -251,7 +251,7 @@ pub(crate) fn first_missing<'a>(
 
 /// Returns the first of an owner's entry rules with conditions that the
 /// saved state lacks. iptables-save prints conditions in its own order and
-/// form (`-s 1.2.3.4` becomes `-s 1.2.3.4/32` and comes before `-p`), so a
+/// form: `-s 1.2.3.4` becomes `-s 1.2.3.4/32` and comes before `-p`. So a
 /// saved rule counts when it is in the same chain, has the same protocol,
 /// and ends as the generated one does from its comment on.
 // NOTE: the conditions themselves are not compared, so a check misses a
