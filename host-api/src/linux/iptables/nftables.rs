@@ -239,32 +239,10 @@ impl NftSocket {
     /// Sends `messages` as one batch, each asking for an acknowledgement,
     /// and waits for every one. The kernel applies all or none of them.
     fn commit(&mut self, family: Family, messages: &[NfTablesMessage]) -> Result<(), NftError> {
-        let batch_header =
-            NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES);
         let first = self.next_sequence();
-        let mut batch = vec![netfilter_message(
-            batch_header.clone(),
-            ControlMessage::BatchBegin,
-            NLM_F_REQUEST,
-            first,
-        )];
-        for message in messages {
-            let sequence = self.next_sequence();
-            let flags = NLM_F_REQUEST | NLM_F_ACK;
-            batch.push(netfilter_message(
-                family_header(family),
-                message.clone(),
-                flags,
-                sequence,
-            ));
-        }
-        let last = self.next_sequence();
-        batch.push(netfilter_message(
-            batch_header,
-            ControlMessage::BatchEnd,
-            NLM_F_REQUEST,
-            last,
-        ));
+        let batch = batch(family, messages, first);
+        let last = first.wrapping_add(batch.len() as u32 - 1);
+        self.sequence = last;
 
         self.socket
             .send(&encode(&batch), 0)
@@ -301,14 +279,15 @@ impl NftSocket {
                     failures.push(format!("batch rejected: {}", error.to_io()));
                     return Ok(failures);
                 }
-                if !(first..last).contains(&sequence) {
+                // The message after the begin message has index 0.
+                let index = sequence.wrapping_sub(first).wrapping_sub(1) as usize;
+                let Some(message) = messages.get(index) else {
                     continue;
-                }
+                };
 
                 acknowledged += 1;
                 if error.code.is_some() {
-                    let index = (sequence - first - 1) as usize;
-                    failures.push(format!("{}: {}", describe(&messages[index]), error.to_io()));
+                    failures.push(format!("{}: {}", describe(message), error.to_io()));
                 }
             }
         }
@@ -338,6 +317,36 @@ impl NftSocket {
         self.sequence = self.sequence.wrapping_add(1);
         self.sequence
     }
+}
+
+/// Wraps `messages` in a batch whose begin message has sequence number
+/// `first` and whose others follow it. Each message of `messages` asks for
+/// an acknowledgement, so the commit can wait for all of them.
+fn batch(
+    family: Family,
+    messages: &[NfTablesMessage],
+    first: u32,
+) -> Vec<NetlinkMessage<NetfilterMessage>> {
+    let control = NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES);
+    let mut sequence = first;
+    let mut batch = vec![netfilter_message(
+        control.clone(),
+        ControlMessage::BatchBegin,
+        NLM_F_REQUEST,
+        sequence,
+    )];
+
+    for message in messages {
+        sequence = sequence.wrapping_add(1);
+        let flags = NLM_F_REQUEST | NLM_F_ACK;
+        let header = family_header(family);
+        batch.push(netfilter_message(header, message.clone(), flags, sequence));
+    }
+
+    sequence = sequence.wrapping_add(1);
+    let end = netfilter_message(control, ControlMessage::BatchEnd, NLM_F_REQUEST, sequence);
+    batch.push(end);
+    batch
 }
 
 /// Returns the chain that the verdict of one of the rule's `immediate`
@@ -516,5 +525,162 @@ fn set_receive_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
     match rc {
         0 => Ok(()),
         _ => Err(io::Error::last_os_error()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use netlink_packet_netfilter::nftables::Register;
+
+    /// The bytes of `delete_rule("POSTROUTING", 7)` for IPv4, from the
+    /// layout of nf_tables.h: nlmsghdr, nfgenmsg, then the table, chain and
+    /// handle attributes, the handle in network byte order.
+    const DELETE_RULE_BYTES: [u8; 56] = [
+        0x38, 0, 0, 0, // length 56
+        0x08, 0x0a, // NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_DELRULE
+        0x05, 0x00, // NLM_F_REQUEST | NLM_F_ACK
+        2, 0, 0, 0, // sequence number
+        0, 0, 0, 0, // port id
+        2, 0, 0, 0, // NFPROTO_IPV4, version 0, res_id 0
+        8, 0, 1, 0, b'n', b'a', b't', 0, // NFTA_RULE_TABLE
+        16, 0, 2, 0, b'P', b'O', b'S', b'T', b'R', b'O', b'U', b'T', b'I', b'N', b'G', 0, 12, 0, 3,
+        0, 0, 0, 0, 0, 0, 0, 0, 7, // NFTA_RULE_HANDLE
+    ];
+
+    /// The bytes of a batch begin (`end` false) or end message of
+    /// nf_tables: type NFNL_MSG_BATCH_BEGIN or _END, res_id 10 big-endian.
+    fn control_bytes(end: bool, sequence: u8) -> [u8; 20] {
+        let kind = if end { 0x11 } else { 0x10 };
+        [
+            20, 0, 0, 0, kind, 0, 1, 0, sequence, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10,
+        ]
+    }
+
+    #[test]
+    fn batch_encodes_begin_rule_end() {
+        let messages = [delete_rule("POSTROUTING", 7)];
+        let encoded = encode(&batch(Family::V4, &messages, 1));
+
+        let mut expected = control_bytes(false, 1).to_vec();
+        expected.extend_from_slice(&DELETE_RULE_BYTES);
+        expected.extend_from_slice(&control_bytes(true, 3));
+        assert_eq!(encoded, expected);
+    }
+
+    #[test]
+    fn batch_uses_family_of_removal() {
+        let messages = [delete_chain("CNI-x"), flush_chain("CNI-x")];
+        let batch = batch(Family::V6, &messages, 10);
+
+        assert_eq!(batch.len(), 4);
+        let sequences: Vec<u32> = batch.iter().map(|m| m.header.sequence_number).collect();
+        assert_eq!(sequences, [10, 11, 12, 13]);
+        for message in &batch[1..3] {
+            let NetlinkPayload::InnerMessage(inner) = &message.payload else {
+                panic!("not an nf_tables message: {message:?}");
+            };
+            assert_eq!(inner.header.family, NetfilterProtoFamily::IPv6);
+            assert_eq!(message.header.flags, NLM_F_REQUEST | NLM_F_ACK);
+        }
+    }
+
+    /// A rule as iptables-nft writes `-m comment ... -j CHAIN`: xtables
+    /// `match` data, a counter, and an immediate verdict.
+    fn iptables_rule(verdict: Verdict, chain: &str) -> RuleMessage {
+        let raw = |name: &str| {
+            ListAttribute::Element(vec![
+                ExpressionAttribute::Name(name.into()),
+                ExpressionAttribute::Data(Expressions::Other {
+                    expression_type: name.into(),
+                    attributes: Vec::new(),
+                }),
+            ])
+        };
+        let immediate = ListAttribute::Element(vec![
+            ExpressionAttribute::Name("immediate".into()),
+            ExpressionAttribute::Data(Expressions::Immediate(vec![
+                Immediate::DestinationRegister(Register::Verdict),
+                Immediate::Data(DataAttribute::Verdict(vec![
+                    VerdictAttribute::Code(verdict),
+                    VerdictAttribute::Chain(chain.into()),
+                ])),
+            ])),
+        ]);
+        RuleMessage {
+            attributes: vec![
+                RuleAttribute::Table(NAT_TABLE.into()),
+                RuleAttribute::Chain("POSTROUTING".into()),
+                RuleAttribute::Handle(42),
+                RuleAttribute::Expressions(vec![raw("match"), raw("counter"), immediate]),
+            ],
+        }
+    }
+
+    #[test]
+    fn jump_target_reads_verdict() {
+        let jump = iptables_rule(Verdict::Jump, "CNI-abc");
+        assert_eq!(jump_target(&jump), Some("CNI-abc"));
+        assert_eq!(rule_handle(&jump), Some(42));
+
+        let goto = iptables_rule(Verdict::Goto, "CNI-abc");
+        assert_eq!(jump_target(&goto), Some("CNI-abc"));
+    }
+
+    #[test]
+    fn jump_target_ignores_other_verdicts() {
+        // NF_ACCEPT is 1, and such a verdict names no chain in practice.
+        let accept = iptables_rule(Verdict::Other(1), "CNI-abc");
+        assert_eq!(jump_target(&accept), None);
+        assert_eq!(
+            jump_target(&RuleMessage {
+                attributes: Vec::new()
+            }),
+            None
+        );
+    }
+
+    #[test]
+    fn jump_target_survives_encoding() {
+        let rule = iptables_rule(Verdict::Jump, "CNI-abc");
+        let header = family_header(Family::V4);
+        let message = netfilter_message(header, NfTablesMessage::NewRule(rule), 0, 1);
+        let bytes = encode(&[message]);
+
+        let parsed = NetlinkMessage::<NetfilterMessage>::deserialize(&bytes).unwrap();
+        let NetlinkPayload::InnerMessage(NetfilterMessage {
+            inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewRule(rule)),
+            ..
+        }) = parsed.payload
+        else {
+            panic!("not a rule: {parsed:?}");
+        };
+        assert_eq!(jump_target(&rule), Some("CNI-abc"));
+    }
+
+    #[test]
+    fn nft_detection_follows_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let nft = dir.path().join("nft");
+        let legacy = dir.path().join("legacy");
+        for (bin, target) in [(&nft, NFT_MULTI_BINARY), (&legacy, "xtables-legacy-multi")] {
+            std::fs::create_dir(bin).unwrap();
+            std::fs::write(bin.join(target), "").unwrap();
+            std::os::unix::fs::symlink(bin.join(target), bin.join("iptables")).unwrap();
+        }
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+
+        let path = |dirs: &[&Path]| std::env::join_paths(dirs).unwrap();
+        assert!(resolves_to_nft(&path(&[&nft]), "iptables"));
+        assert!(!resolves_to_nft(&path(&[&legacy]), "iptables"));
+        // The first directory on PATH with the command decides.
+        assert!(!resolves_to_nft(
+            &path(&[&empty, &legacy, &nft]),
+            "iptables"
+        ));
+        assert!(resolves_to_nft(&path(&[&empty, &nft, &legacy]), "iptables"));
+        assert!(!resolves_to_nft(&path(&[&empty]), "iptables"));
     }
 }
