@@ -120,7 +120,7 @@ pub struct IptablesFirewall {
     /// closing it right after a commit that deleted chains waits for the
     /// kernel to free them.
     nft_socket: Option<NftSocket>,
-    /// How the last pending removals were applied.
+    /// The path that applied the last pending removals.
     last_removal_path: Option<RemovalPath>,
 }
 
@@ -218,9 +218,10 @@ impl IptablesFirewall {
     }
 
     /// Applies `removals` over nf_tables netlink, one commit per family,
-    /// IPv4 first. Returns false, having changed nothing that the fallback
-    /// would not find changed, when iptables uses the legacy backend or a
-    /// request before a commit failed.
+    /// IPv4 first. Returns false when iptables uses the legacy backend or a
+    /// request before a commit failed, and then the caller applies them with
+    /// iptables-restore. A family committed before that failure is read
+    /// again there and has nothing left to remove.
     fn remove_with_nf_tables(
         &mut self,
         operation: &str,
@@ -254,7 +255,7 @@ impl IptablesFirewall {
                     self.nft_socket = None;
                     return match error {
                         NftError::BeforeCommit(reason) => {
-                            tracing::debug!(%reason, "nf_tables removal failed, using iptables-restore");
+                            tracing::debug!(%reason, operation, "nf_tables removal failed, using iptables-restore");
                             Ok(false)
                         }
                         NftError::Commit(_) => Err(command_error(operation, error.to_string())),

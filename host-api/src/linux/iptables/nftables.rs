@@ -1,12 +1,16 @@
 //! Removal of owners' NAT chains over nf_tables netlink, for iptables with
 //! the nf_tables backend (iptables-nft).
 //!
-//! `iptables-restore` applies a removal in 2 to 3 ms, but then waits about
-//! 7 ms more at exit: closing an nf_tables netlink socket after a commit that
-//! deleted objects waits for the kernel's transaction-destroy work. Here the
-//! commit goes over a socket that the firewall keeps open, so the call
-//! returns once the commit is applied and the destroy work runs in a kernel
-//! worker meanwhile. The socket closes when the firewall drops.
+//! With iptables 1.8.9 on kernel 6.18 (2-core VM), `iptables-restore`
+//! applied a removal in 2 to 3 ms and then waited about 7 ms more at exit,
+//! because closing an nf_tables netlink socket after a commit that deleted
+//! objects waits for the kernel's transaction-destroy work. Here the commit
+//! goes over a socket that the firewall keeps open, so the call returns once
+//! the commit is applied, and the destroy work runs in a kernel worker
+//! meanwhile. The socket closes when the firewall drops. On that machine,
+//! a settle that removed two owners' chains in both families took 1.1 to
+//! 1.2 ms this way and 25 to 39 ms with `iptables -S` and
+//! `iptables-restore` (debug build of the privileged tests).
 //!
 //! A jump to an owner's chain is found by the verdict of the rule's
 //! `immediate` expression. The xtables `match` and `target` expressions that
@@ -127,6 +131,11 @@ impl NftSocket {
     /// then flushes and deletes the owner chains, all in one commit. A
     /// missing table or chain has nothing to remove. Returns the number of
     /// messages committed, zero when there was nothing to remove.
+    // NOTE: the batch does not carry the generation id of the rules it read
+    // (NFTA_GEN_ID), so a change between the read and the commit by a tool
+    // that does not take the cniwasm lock goes unnoticed until the commit.
+    // A rule deleted meanwhile fails the commit with ENOENT, and a new jump
+    // to an owner chain fails its deletion with EBUSY.
     pub(crate) fn remove_chains(
         &mut self,
         family: Family,
@@ -320,8 +329,8 @@ impl NftSocket {
 }
 
 /// Wraps `messages` in a batch whose begin message has sequence number
-/// `first` and whose others follow it. Each message of `messages` asks for
-/// an acknowledgement, so the commit can wait for all of them.
+/// `first` and whose others follow it. Each message of `messages` sets
+/// NLM_F_ACK, so the commit can wait for the kernel's reply to each.
 fn batch(
     family: Family,
     messages: &[NfTablesMessage],
@@ -412,7 +421,8 @@ fn delete_rule(chain: &str, handle: u64) -> NfTablesMessage {
     })
 }
 
-/// A rule deletion without a handle deletes every rule of the chain.
+/// Returns a rule deletion without a handle, which deletes every rule of
+/// the chain.
 fn flush_chain(chain: &str) -> NfTablesMessage {
     NfTablesMessage::DeleteRule(RuleMessage {
         attributes: vec![
@@ -549,7 +559,7 @@ mod tests {
         0, 0, 0, 0, 0, 0, 0, 0, 7, // NFTA_RULE_HANDLE
     ];
 
-    /// The bytes of a batch begin (`end` false) or end message of
+    /// Returns the bytes of a batch begin (`end` false) or end message of
     /// nf_tables: type NFNL_MSG_BATCH_BEGIN or _END, res_id 10 big-endian.
     fn control_bytes(end: bool, sequence: u8) -> [u8; 20] {
         let kind = if end { 0x11 } else { 0x10 };
@@ -586,8 +596,8 @@ mod tests {
         }
     }
 
-    /// A rule as iptables-nft writes `-m comment ... -j CHAIN`: xtables
-    /// `match` data, a counter, and an immediate verdict.
+    /// Builds a rule as iptables-nft writes `-m comment ... -j CHAIN`:
+    /// xtables `match` data, a counter, and an immediate verdict.
     fn iptables_rule(verdict: Verdict, chain: &str) -> RuleMessage {
         let raw = |name: &str| {
             ListAttribute::Element(vec![
