@@ -404,11 +404,21 @@ fn lines_without(family: Family, owner: &Owner) -> Vec<String> {
         .collect()
 }
 
+/// Fails the test unless `iptables` on PATH uses the nf_tables backend,
+/// which the tests of the netlink path need.
+fn require_nf_tables() {
+    assert!(
+        nftables::iptables_uses_nf_tables(),
+        "iptables on PATH is not xtables-nft-multi: this test needs the nf_tables backend"
+    );
+}
+
 /// Removing one owner over nf_tables netlink leaves exactly the other
 /// owner's rules and the shared ones, in both families, in their order.
 #[test]
 fn nf_tables_removal_keeps_other_owner() {
     privileged("nf_tables_removal_keeps_other_owner", || {
+        require_nf_tables();
         let mut firewall = IptablesFirewall::new(FirewallOptions::default());
         let leaving = owner("leaving");
         let staying = owner("staying");
@@ -445,6 +455,7 @@ fn nf_tables_removal_keeps_other_owner() {
 #[test]
 fn nf_tables_removal_of_absent_owner() {
     privileged("nf_tables_removal_of_absent_owner", || {
+        require_nf_tables();
         let mut firewall = IptablesFirewall::new(FirewallOptions::default());
         let absent = owner("absent");
         firewall.remove_port_mappings(&absent).unwrap();
@@ -503,6 +514,7 @@ fn restore_fallback_removes_same_rules() {
 #[test]
 fn nf_tables_commit_failure_reported() {
     privileged("nf_tables_commit_failure_reported", || {
+        require_nf_tables();
         let mut firewall = IptablesFirewall::new(FirewallOptions::default());
         let leaving = owner("leaving");
         firewall
