@@ -381,3 +381,169 @@ fn removals_applied_by_next_call_and_drop() {
         assert!(saved_rules(Family::V4).is_empty());
     });
 }
+
+/// Adds the masquerade and the port mappings of `owner` in both families,
+/// with addresses ending in `host`.
+fn add_owner_rules(firewall: &mut IptablesFirewall, owner: &Owner, host: u8, host_port: u16) {
+    let v4 = format!("10.244.10.{host}/24");
+    let v6 = format!("fd00:10::{host}/64");
+    for address in [&v4, &v6] {
+        firewall
+            .add_masquerade(owner, address.parse().unwrap())
+            .unwrap();
+        firewall
+            .add_port_mappings(owner, &port_map(address, host_port))
+            .unwrap();
+    }
+}
+
+/// Returns the saved lines of `family` that do not name a chain of `owner`.
+fn lines_without(family: Family, owner: &Owner) -> Vec<String> {
+    let chains = [owner.dnat_chain(), owner.masquerade_chain()];
+    let lines = saved_rules(family).into_iter();
+    lines
+        .filter(|line| !chains.iter().any(|chain| line.contains(chain.as_str())))
+        .collect()
+}
+
+/// Fails the test unless `iptables` on PATH uses the nf_tables backend,
+/// which the tests of the netlink path need.
+fn require_nf_tables() {
+    assert!(
+        nftables::iptables_uses_nf_tables(),
+        "iptables on PATH is not xtables-nft-multi: this test needs the nf_tables backend"
+    );
+}
+
+/// Removing one owner over nf_tables netlink leaves exactly the other
+/// owner's rules and the shared ones, in both families, in their order.
+#[test]
+fn nf_tables_removal_keeps_other_owner() {
+    privileged("nf_tables_removal_keeps_other_owner", || {
+        require_nf_tables();
+        let mut firewall = IptablesFirewall::new(FirewallOptions::default());
+        let leaving = owner("leaving");
+        let staying = owner("staying");
+        // The leaving owner's jumps come first, so deleting by handle must
+        // pick them out from before the staying owner's.
+        add_owner_rules(&mut firewall, &leaving, 2, 9090);
+        add_owner_rules(&mut firewall, &staying, 3, 9091);
+        let expected = [Family::V4, Family::V6].map(|family| lines_without(family, &leaving));
+        // Masquerade: a jump and 2 rules. Port mappings: a jump and 3 rules
+        // in IPv4, where SNAT marks hairpin traffic from 127.0.0.1 too, and
+        // a jump and 2 rules in IPv6.
+        for (family, owned) in [(Family::V4, 7), (Family::V6, 6)] {
+            let all = saved_rules(family);
+            let others = &expected[family.index()];
+            assert_eq!(all.len(), others.len() + owned, "{family:?}: {all:#?}");
+        }
+
+        firewall.remove_port_mappings(&leaving).unwrap();
+        firewall.remove_masquerade(&leaving).unwrap();
+        firewall.settle().unwrap();
+
+        assert_eq!(firewall.last_removal_path, Some(RemovalPath::NfTables));
+        assert_eq!(saved_rules(Family::V4), expected[0]);
+        assert_eq!(saved_rules(Family::V6), expected[1]);
+        let save = run_with_input("iptables-save", &["-t", "nat"], "");
+        assert!(!save.contains(&leaving.dnat_chain()), "{save}");
+        assert!(!save.contains(&leaving.masquerade_chain()), "{save}");
+    });
+}
+
+/// A removal of an owner with nothing installed succeeds over nf_tables
+/// netlink, in a namespace without a nat table and in one with other
+/// owners' rules, and so does a second removal of the same owner.
+#[test]
+fn nf_tables_removal_of_absent_owner() {
+    privileged("nf_tables_removal_of_absent_owner", || {
+        require_nf_tables();
+        let mut firewall = IptablesFirewall::new(FirewallOptions::default());
+        let absent = owner("absent");
+        firewall.remove_port_mappings(&absent).unwrap();
+        firewall.remove_masquerade(&absent).unwrap();
+        firewall.settle().unwrap();
+        assert_eq!(firewall.last_removal_path, Some(RemovalPath::NfTables));
+
+        let staying = owner("staying");
+        let leaving = owner("leaving");
+        add_owner_rules(&mut firewall, &staying, 3, 9091);
+        add_owner_rules(&mut firewall, &leaving, 2, 9090);
+        let expected = [Family::V4, Family::V6].map(|family| lines_without(family, &leaving));
+
+        for attempt in 1..=2 {
+            firewall.last_removal_path = None;
+            firewall.remove_port_mappings(&leaving).unwrap();
+            firewall.remove_masquerade(&leaving).unwrap();
+            firewall.settle().unwrap();
+            assert_eq!(
+                firewall.last_removal_path,
+                Some(RemovalPath::NfTables),
+                "removal {attempt}"
+            );
+            assert_eq!(saved_rules(Family::V4), expected[0], "removal {attempt}");
+            assert_eq!(saved_rules(Family::V6), expected[1], "removal {attempt}");
+        }
+    });
+}
+
+/// With the legacy backend assumed, removals take the iptables-restore
+/// path and leave the same rules as the nf_tables path.
+#[test]
+fn restore_fallback_removes_same_rules() {
+    privileged("restore_fallback_removes_same_rules", || {
+        let mut firewall = IptablesFirewall::new(FirewallOptions::default());
+        firewall.nf_tables_backend = Some(false);
+        let leaving = owner("leaving");
+        let staying = owner("staying");
+        add_owner_rules(&mut firewall, &leaving, 2, 9090);
+        add_owner_rules(&mut firewall, &staying, 3, 9091);
+        let expected = [Family::V4, Family::V6].map(|family| lines_without(family, &leaving));
+
+        firewall.remove_port_mappings(&leaving).unwrap();
+        firewall.remove_masquerade(&leaving).unwrap();
+        firewall.settle().unwrap();
+
+        assert_eq!(firewall.last_removal_path, Some(RemovalPath::Restore));
+        assert_eq!(saved_rules(Family::V4), expected[0]);
+        assert_eq!(saved_rules(Family::V6), expected[1]);
+    });
+}
+
+/// A chain that another rule still jumps to cannot be deleted: the commit
+/// fails as a whole, settle reports it with the operation, and the table
+/// keeps every rule.
+#[test]
+fn nf_tables_commit_failure_reported() {
+    privileged("nf_tables_commit_failure_reported", || {
+        require_nf_tables();
+        let mut firewall = IptablesFirewall::new(FirewallOptions::default());
+        let leaving = owner("leaving");
+        firewall
+            .add_masquerade(&leaving, "10.244.10.2/24".parse().unwrap())
+            .unwrap();
+        let chain = leaving.masquerade_chain();
+        // A user chain of another tool, since MASQUERADE in the owner's
+        // chain may only be reached from POSTROUTING.
+        let extra_jump = format!("*nat\n:OTHER-TOOL - [0:0]\n-A OTHER-TOOL -j {chain}\nCOMMIT\n");
+        run_with_input("iptables-restore", &["--noflush"], &extra_jump);
+        let before = saved_rules(Family::V4);
+
+        firewall.remove_masquerade(&leaving).unwrap();
+        let error = firewall.settle().unwrap_err();
+
+        assert_eq!(firewall.last_removal_path, Some(RemovalPath::NfTables));
+        let message = error.to_string();
+        assert!(
+            message
+                .contains(r#"failed to remove masquerade of network "mynet" container "leaving""#),
+            "{message}"
+        );
+        assert!(message.contains("nf_tables commit failed"), "{message}");
+        assert!(
+            message.contains(&format!("delete chain {chain}")),
+            "{message}"
+        );
+        assert_eq!(saved_rules(Family::V4), before);
+    });
+}
