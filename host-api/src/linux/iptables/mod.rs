@@ -47,7 +47,7 @@ use crate::kernel::{
     Firewall, KernelError, KernelErrorKind, Namespace, Netlink, Owner, PortMapSpec, Sysctl,
 };
 use nftables::{ChainRemoval, NftError, NftSocket};
-use rules::{Family, HOSTPORT_DNAT, NAT_BUILTIN_CHAINS, POSTROUTING, Rule};
+use rules::{Family, HOSTPORT_DNAT, HOSTPORT_MASQ, NAT_BUILTIN_CHAINS, POSTROUTING, Rule};
 use script::{RestoreScript, SavedTable};
 
 /// The default lock file. iptables itself takes /run/xtables.lock around each
@@ -359,13 +359,17 @@ impl IptablesFirewall {
     /// Installs the rules of `rules` under the lock: in one restore for an
     /// owner seen for the first time, else from a read of the chains.
     fn install_port_mappings(
-        &self,
+        &mut self,
         family: Family,
         operation: &str,
         rules: &rules::PortMapRules,
     ) -> Result<(), KernelError> {
         let _lock = self.lock(operation)?;
-        if let Some(first_try) = script::new_port_mappings_script(rules) {
+        let verified: Vec<&Rule> = self
+            .verified_masquerade_jump(family, rules)
+            .into_iter()
+            .collect();
+        if let Some(first_try) = script::new_port_mappings_script(rules, &verified) {
             match restore(family, operation, &first_try) {
                 Ok(()) => return Ok(()),
                 Err(error) => tracing::debug!(%error, "port mappings need a read of the table"),
@@ -378,6 +382,47 @@ impl IptablesFirewall {
             operation,
             &script::add_port_mappings_script(&state, rules),
         )
+    }
+
+    /// Returns the shared POSTROUTING rule of `rules`, the jump to
+    /// CNI-HOSTPORT-MASQ, when nf_tables netlink shows that POSTROUTING
+    /// jumps there already. POSTROUTING holds a rule per masqueraded
+    /// container, and asserting the jump with `-C` made `iptables-restore`
+    /// read all of them: 10.9 ms of an ADD at 500 containers. The dump
+    /// decodes only the verdicts, so any jump to that chain counts.
+    fn verified_masquerade_jump<'r>(
+        &mut self,
+        family: Family,
+        rules: &'r rules::PortMapRules,
+    ) -> Option<&'r Rule> {
+        let (jump, _) = rules
+            .shared_rules
+            .iter()
+            .find(|(rule, _)| rule.chain == POSTROUTING && rule.jumps_to(HOSTPORT_MASQ))?;
+        if !*self
+            .nf_tables_backend
+            .get_or_insert_with(nftables::iptables_uses_nf_tables)
+        {
+            return None;
+        }
+
+        let found = self
+            .nft_socket()
+            .map_err(|error| error.to_string())
+            .and_then(|socket| {
+                socket
+                    .has_jump(family, POSTROUTING, HOSTPORT_MASQ)
+                    .map_err(|error| error.to_string())
+            });
+        match found {
+            Ok(true) => Some(jump),
+            Ok(false) => None,
+            Err(reason) => {
+                self.nft_socket = None;
+                tracing::debug!(%reason, "POSTROUTING jump left to iptables-restore -C");
+                None
+            }
+        }
     }
 
     /// Lists `chains` under the lock, so no restore runs halfway.

@@ -165,6 +165,17 @@ impl NftSocket {
         Ok(batch.len())
     }
 
+    /// Tells whether a rule of `parent` jumps or goes to `target`. A missing
+    /// table or chain has no such rule.
+    pub(crate) fn has_jump(
+        &mut self,
+        family: Family,
+        parent: &str,
+        target: &str,
+    ) -> io::Result<bool> {
+        Ok(!self.jump_handles(family, parent, target)?.is_empty())
+    }
+
     /// Returns the handles of the rules of `parent` whose verdict jumps or
     /// goes to `target`. A missing table or chain has none.
     fn jump_handles(&mut self, family: Family, parent: &str, target: &str) -> io::Result<Vec<u64>> {

@@ -266,7 +266,7 @@ fn new_owner_script_all_or_nothing() {
         let second = owner("second");
         let spec = port_map("10.244.10.3/24", 9091);
         let second_rules = rules::port_map_rules(&second, &spec).unwrap();
-        let script = script::new_port_mappings_script(&second_rules).unwrap();
+        let script = script::new_port_mappings_script(&second_rules, &[]).unwrap();
 
         // No shared chains yet: the script fails and adds nothing.
         restore(Family::V4, "test", &script).unwrap_err();
@@ -318,6 +318,60 @@ fn port_mappings_repair_shared_rule() {
         }
         assert_eq!(after.len(), complete.len() + 4, "{after:#?}");
         firewall.check_port_mappings(&second, &spec).unwrap();
+    });
+}
+
+/// With iptables-nft, a new owner's ADD skips the `-C` of the POSTROUTING
+/// jump that nf_tables netlink found, and still repairs that jump when it
+/// went missing.
+#[test]
+fn masquerade_jump_verified_over_netlink() {
+    privileged("masquerade_jump_verified_over_netlink", || {
+        assert!(
+            nftables::iptables_uses_nf_tables(),
+            "this test needs iptables with the nf_tables backend"
+        );
+        let mut firewall = IptablesFirewall::new(FirewallOptions::default());
+        let spec = port_map("10.244.10.3/24", 9091);
+        let second_rules = rules::port_map_rules(&owner("second"), &spec).unwrap();
+        assert!(
+            firewall
+                .verified_masquerade_jump(Family::V4, &second_rules)
+                .is_none()
+        );
+
+        firewall
+            .add_port_mappings(&owner("first"), &port_map("10.244.10.2/24", 9090))
+            .unwrap();
+        let complete = saved_rules(Family::V4);
+        let verified = firewall.verified_masquerade_jump(Family::V4, &second_rules);
+        let verified = verified.expect("the first ADD created the POSTROUTING jump");
+        assert_eq!(verified.chain, POSTROUTING);
+        let script = script::new_port_mappings_script(&second_rules, &[verified]).unwrap();
+        assert!(
+            !script.render().contains("-C POSTROUTING"),
+            "{}",
+            script.render()
+        );
+
+        let jump = complete
+            .iter()
+            .find(|line| line.starts_with("-A POSTROUTING "))
+            .unwrap();
+        let deletion = format!("*nat\n{}\nCOMMIT\n", jump.replacen("-A", "-D", 1));
+        run_with_input("iptables-restore", &["--noflush"], &deletion);
+        assert!(
+            firewall
+                .verified_masquerade_jump(Family::V4, &second_rules)
+                .is_none()
+        );
+
+        firewall.add_port_mappings(&owner("second"), &spec).unwrap();
+        let after = saved_rules(Family::V4);
+        assert!(after.contains(jump), "{jump} not repaired: {after:#?}");
+        firewall
+            .check_port_mappings(&owner("second"), &spec)
+            .unwrap();
     });
 }
 

@@ -197,16 +197,23 @@ pub(crate) fn add_masquerade_script(
 }
 
 /// Adds the port mappings of an owner whose chain does not exist yet, on a
-/// node that has every shared rule: checks each shared rule with `-C`,
-/// creates the owner's chain with `-N`, and appends its rules and entry
-/// rules. The whole script fails, and changes nothing, when a shared rule is
-/// missing or the owner's chain exists. `None` when there is nothing to map.
-pub(crate) fn new_port_mappings_script(rules: &PortMapRules) -> Option<RestoreScript> {
+/// node that has every shared rule: checks each shared rule not in
+/// `verified` with `-C`, creates the owner's chain with `-N`, and appends
+/// its rules and entry rules. The whole script fails, and changes nothing,
+/// when a checked rule is missing or the owner's chain exists. `None` when
+/// there is nothing to map.
+pub(crate) fn new_port_mappings_script(
+    rules: &PortMapRules,
+    verified: &[&Rule],
+) -> Option<RestoreScript> {
     if rules.dnat_rules.is_empty() {
         return None;
     }
     let mut script = RestoreScript::default();
     for (rule, _) in &rules.shared_rules {
+        if verified.contains(&rule) {
+            continue;
+        }
         script
             .commands
             .push(format!("-C {} {}", rule.chain, rule.spec));
