@@ -831,11 +831,7 @@ fn unimplemented_options_rejected() {
     let portmap_cases = [
         (json!({"backend": "nftables"}), "backend"),
         (
-            json!({"externalSetMarkChain": "KUBE-MARK-MASQ"}),
-            "externalSetMarkChain",
-        ),
-        (
-            json!({"conditionsV4": ["-s", "10.0.0.0/8"]}),
+            json!({"conditionsV4": ["ip", "saddr", "10.0.0.0/8"]}),
             "conditionsV4",
         ),
     ];
@@ -849,6 +845,20 @@ fn unimplemented_options_rejected() {
 
     let with_ipam = bridge_list("1.0.0", json!({"disableContainerInterface": true}), &[]);
     assert_add_rejected(&with_ipam, 7, "disableContainerInterface");
+}
+
+/// A mark chain that does not exist fails ADD with a message that names it,
+/// and the ADD leaves nothing behind.
+#[test]
+fn missing_mark_chain_rejected() {
+    if !require_root() {
+        return;
+    }
+    let mut plugin = portmap();
+    plugin["externalSetMarkChain"] = json!("KUBE-MARK-MASQ");
+    let list = bridge_list("1.0.0", json!({}), &[plugin]);
+
+    assert_add_rejected(&list, 999, "mark chain KUBE-MARK-MASQ does not exist");
 }
 
 #[test]

@@ -625,6 +625,27 @@ fn is_missing_chain_message(stderr: &str) -> bool {
         || stderr.contains("in table `nat' is incompatible")
 }
 
+/// Fails with `NotFound` when the external mark chain `chain` is missing,
+/// which a restore that jumps there would only report as a failed line.
+fn require_mark_chain(family: Family, operation: &str, chain: &str) -> Result<(), KernelError> {
+    if list_chain(family, operation, chain)?.is_some() {
+        return Ok(());
+    }
+    let table = match family {
+        Family::V4 => "IPv4",
+        Family::V6 => "IPv6",
+    };
+    let reason = format!(
+        "mark chain {chain} does not exist in the {table} nat table: create it, or remove externalSetMarkChain"
+    );
+    Err(KernelError::new(
+        KernelErrorKind::NotFound,
+        Namespace::Host,
+        operation,
+        reason,
+    ))
+}
+
 /// Restores `script` unless it is empty.
 fn apply(family: Family, operation: &str, script: &RestoreScript) -> Result<(), KernelError> {
     match script.is_empty() {
@@ -729,6 +750,9 @@ impl Firewall for IptablesFirewall {
             self.enable_localnet(spec.container_address.addr())?;
         }
 
+        if let Some(chain) = &spec.mark_chain {
+            require_mark_chain(family, &operation, chain)?;
+        }
         self.install_port_mappings(family, &operation, &rules)?;
 
         let udp_ports = udp_host_ports(spec, family);
