@@ -1,5 +1,5 @@
-//! Removal of owners' NAT chains over nf_tables netlink, for iptables with
-//! the nf_tables backend (iptables-nft).
+//! Removal of owners' NAT chains over nf_tables netlink, and the check of a
+//! shared jump, for iptables with the nf_tables backend (iptables-nft).
 //!
 //! With iptables 1.8.9 on kernel 6.18 (2-core VM), `iptables-restore`
 //! applied a removal in 2 to 3 ms and then waited about 7 ms more at exit,
@@ -16,10 +16,10 @@
 //! `immediate` expression. The xtables `match` and `target` expressions that
 //! iptables-nft puts in rules are never decoded.
 //!
-//! The messages come from `netlink-packet-netfilter` (MIT, from the
+//! The requests come from `netlink-packet-netfilter` (MIT, from the
 //! rust-netlink project of `netlink-packet-route` and `rtnetlink`), which
-//! encodes the nf_tables batch, table, chain and rule messages and keeps
-//! expressions it does not know as raw attributes. `rustables` 0.9 was not
+//! encodes the nf_tables batch, table, chain and rule messages. Rule dumps
+//! are read by hand, see [`dumped_rule`]. `rustables` 0.9 was not
 //! used: it is GPL-3.0-or-later, which this Apache-2.0 project cannot take
 //! on, and it needs libclang at build time for bindgen.
 
