@@ -286,7 +286,7 @@ fn port_22_denied() {
     );
 }
 
-/// A portmap that asks to mark through a chain the policy does not list is
+/// A portmap that requests marking through a chain the policy does not list is
 /// denied, and the ADD leaves nothing behind.
 #[test]
 fn unlisted_mark_chain_denied() {

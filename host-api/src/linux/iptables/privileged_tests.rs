@@ -412,7 +412,7 @@ fn removals_wait_for_settle() {
     });
 }
 
-/// A check after a removal sees the removal done, and dropping the
+/// A check after a removal finds the removal done, and dropping the
 /// firewall applies what no settle applied.
 #[test]
 fn removals_applied_by_next_call_and_drop() {
