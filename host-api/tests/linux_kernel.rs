@@ -103,6 +103,23 @@ fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// Runs `iptables-restore --noflush` with `script` in the calling thread's
+/// namespace.
+fn restore(script: &str) {
+    let mut child = Command::new("iptables-restore")
+        .arg("--noflush")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, script.as_bytes()).unwrap();
+    drop(stdin);
+    assert!(
+        child.wait().unwrap().success(),
+        "iptables-restore failed: {script}"
+    );
+}
+
 fn ip_json(args: &[&str]) -> Value {
     let mut all = vec!["-j"];
     all.extend_from_slice(args);
@@ -881,6 +898,17 @@ fn port_mappings_with_mark_chain_and_conditions() {
             .check_port_mappings(&owner, &other_protocol)
             .unwrap_err();
         assert_eq!(error.kind, KernelErrorKind::NotFound, "{error}");
+
+        // A condition changed by hand fails the check.
+        let changed = entry.replacen("10.99.0.0/16", "10.98.0.0/16", 1);
+        let script = format!(
+            "*nat\n{}\n{changed}\nCOMMIT\n",
+            entry.replacen("-A", "-D", 1)
+        );
+        restore(&script);
+        let error = firewall.check_port_mappings(&owner, &spec).unwrap_err();
+        assert_eq!(error.kind, KernelErrorKind::NotFound, "{error}");
+        assert!(error.to_string().contains("10.99.0.0/16"), "{error}");
 
         firewall.remove_port_mappings(&owner).unwrap();
         firewall.settle().unwrap();

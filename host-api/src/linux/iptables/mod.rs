@@ -646,6 +646,23 @@ fn require_mark_chain(family: Family, operation: &str, chain: &str) -> Result<()
     ))
 }
 
+/// Returns the first of `rules` that `iptables-restore` does not find with
+/// `-C`. Entry rules with conditions need iptables itself to compare them,
+/// because iptables-save prints conditions in its own order and form:
+/// `-s 1.2.3.4` becomes `-s 1.2.3.4/32` and comes before `-p`.
+fn first_failing_check<'r>(family: Family, operation: &str, rules: &'r [Rule]) -> Option<&'r Rule> {
+    rules.iter().find(|rule| {
+        let text = format!("*nat\n-C {} {}\nCOMMIT\n", rule.chain, rule.spec);
+        match restore_text(family, operation, &text) {
+            Ok(()) => false,
+            Err(error) => {
+                tracing::debug!(%error, "entry rule with conditions not found");
+                true
+            }
+        }
+    })
+}
+
 /// Restores `script` unless it is empty.
 fn apply(family: Family, operation: &str, script: &RestoreScript) -> Result<(), KernelError> {
     match script.is_empty() {
@@ -782,8 +799,10 @@ impl Firewall for IptablesFirewall {
             true => script::first_missing(&state, rules.all_rules()),
             false => {
                 let exact = rules.shared_rules.iter().map(|(rule, _)| rule);
-                script::first_missing(&state, exact.chain(&rules.dnat_rules))
-                    .or_else(|| script::first_missing_entry(&state, &rules.entry_rules))
+                match script::first_missing(&state, exact.chain(&rules.dnat_rules)) {
+                    Some(rule) => Some(rule),
+                    None => first_failing_check(family, &operation, &rules.entry_rules),
+                }
             }
         };
         match missing {

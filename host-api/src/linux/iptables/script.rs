@@ -256,31 +256,6 @@ pub(crate) fn first_missing<'a>(
     rules.find(|rule| !state.contains(rule))
 }
 
-/// Returns the first of an owner's entry rules with conditions that the
-/// saved state lacks. iptables-save prints conditions in its own order and
-/// form: `-s 1.2.3.4` becomes `-s 1.2.3.4/32` and comes before `-p`. So a
-/// saved rule counts when it is in the same chain, has the same protocol,
-/// and ends as the generated one does from its comment on.
-// NOTE: the conditions themselves are not compared, so a check misses a
-// condition changed by hand.
-pub(crate) fn first_missing_entry<'a>(state: &SavedTable, entries: &'a [Rule]) -> Option<&'a Rule> {
-    entries.iter().find(|entry| {
-        let tail = entry.spec.find("-m comment ").map(|at| &entry.spec[at..]);
-        let protocol = entry.spec.split(" -m comment ").next().and_then(|head| {
-            head.rsplit_once("-p ")
-                .map(|(_, protocol)| format!("-p {protocol} "))
-        });
-        let (Some(tail), Some(protocol)) = (tail, protocol) else {
-            return !state.contains(entry);
-        };
-        !state.rules.iter().any(|saved| {
-            saved.chain == entry.chain
-                && saved.spec.ends_with(tail)
-                && saved.spec.contains(&protocol)
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
