@@ -127,7 +127,7 @@ struct ChainRun<'a> {
     owner: Owner,
     created_links: CreatedLinks,
     /// Set for a DEL chain: plugin calls leave their kernel work running and
-    /// collect their state files here, and [`Runtime::finish_del`] waits
+    /// collect their state files here, and [`finish_del`] waits
     /// once for the whole chain. A veth deletion and the NAT removals then
     /// overlap, and the removals of all plugins commit together.
     deferred: Option<Mutex<Vec<PathBuf>>>,
@@ -808,8 +808,9 @@ impl Runtime {
 
 /// Waits for the kernel work the plugin started that still runs in the
 /// background, so that the plugin's call is only done once its link
-/// deletions and NAT removals are. A failure there fails a call that succeeded; after a
-/// failed call it is logged, and the plugin's own error is returned.
+/// deletions and NAT removals are. A failure there fails a call that
+/// succeeded. After a failed call it is logged, and the plugin's own error
+/// is returned.
 fn settle_kernel(
     run: &ChainRun<'_>,
     plugin_type: &str,

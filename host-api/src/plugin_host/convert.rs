@@ -167,15 +167,20 @@ fn mark_chain(name: &str) -> Result<String, HostError> {
     let plain = !name.is_empty()
         && name.len() <= MAX_CHAIN_NAME
         && !name.starts_with(['-', '!'])
-        && name
-            .chars()
-            .all(|c| c.is_ascii_graphic() && !"\"'\\".contains(c));
+        && is_plain_token(name);
     if !plain || builtin.contains(&name) || name.starts_with("CNI-") {
         return Err(HostError::Invalid(format!(
             "invalid mark chain {name:?}: name an existing nat chain of at most {MAX_CHAIN_NAME} visible characters that is not built in and does not start with CNI-"
         )));
     }
     Ok(name.to_string())
+}
+
+/// Tells whether `text` is visible ASCII without quotes or backslashes, so
+/// that an `iptables-restore` line keeps it as one token.
+fn is_plain_token(text: &str) -> bool {
+    text.chars()
+        .all(|c| c.is_ascii_graphic() && !"\"'\\".contains(c))
 }
 
 /// Options that would turn a match condition into another command, table
@@ -221,10 +226,7 @@ const REJECTED_CONDITION_OPTIONS: &[&str] = &[
 /// backslashes, which would split or join tokens differently, are rejected.
 fn conditions(tokens: &[String]) -> Result<Vec<String>, HostError> {
     for token in tokens {
-        let plain = !token.is_empty()
-            && token
-                .chars()
-                .all(|c| c.is_ascii_graphic() && !"\"'\\".contains(c));
+        let plain = !token.is_empty() && is_plain_token(token);
         if !plain {
             return Err(HostError::Invalid(format!(
                 "invalid port-mapping condition {token:?}: give one iptables match argument per element, without spaces, quotes or backslashes"

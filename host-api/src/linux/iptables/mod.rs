@@ -113,8 +113,8 @@ pub struct IptablesFirewall {
     pending: Vec<Removal>,
     /// The failure of applied removals that no settle has reported yet.
     failed: Option<KernelError>,
-    /// Whether `iptables` uses the nf_tables backend, checked at the first
-    /// removal.
+    /// Whether `iptables` uses the nf_tables backend, looked up at the first
+    /// call that needs it.
     nf_tables_backend: Option<bool>,
     /// The socket of the in-process removals. It stays open, because
     /// closing it right after a commit that deleted chains waits for the
@@ -146,7 +146,7 @@ enum RemovalKind {
 }
 
 impl Removal {
-    /// The shared chain that contains the jumps to the owner's chain.
+    /// Returns the shared chain that contains the jumps to the owner's chain.
     fn parent(&self) -> &'static str {
         match self.kind {
             RemovalKind::PortMappings => HOSTPORT_DNAT,
@@ -227,10 +227,7 @@ impl IptablesFirewall {
         operation: &str,
         removals: &[Removal],
     ) -> Result<bool, KernelError> {
-        let backend = self
-            .nf_tables_backend
-            .get_or_insert_with(nftables::iptables_uses_nf_tables);
-        if !*backend {
+        if !self.uses_nf_tables() {
             return Ok(false);
         }
 
@@ -267,6 +264,14 @@ impl IptablesFirewall {
         let micros = started.elapsed().as_micros();
         tracing::debug!(?chains, micros, "removed NAT chains over nf_tables netlink");
         Ok(true)
+    }
+
+    /// Tells whether `iptables` uses the nf_tables backend, looking it up at
+    /// the first call.
+    fn uses_nf_tables(&mut self) -> bool {
+        *self
+            .nf_tables_backend
+            .get_or_insert_with(nftables::iptables_uses_nf_tables)
     }
 
     /// Returns the open socket of the calling thread's network namespace,
@@ -386,7 +391,7 @@ impl IptablesFirewall {
 
     /// Returns the shared POSTROUTING rule of `rules`, the jump to
     /// CNI-HOSTPORT-MASQ, when nf_tables netlink shows that POSTROUTING
-    /// jumps there already. POSTROUTING holds a rule per masqueraded
+    /// jumps there already. POSTROUTING contains a rule per masqueraded
     /// container, and asserting the jump with `-C` made `iptables-restore`
     /// read all of them: 10.9 ms of an ADD at 500 containers. The dump
     /// decodes only the verdicts, so any jump to that chain counts.
@@ -399,10 +404,7 @@ impl IptablesFirewall {
             .shared_rules
             .iter()
             .find(|(rule, _)| rule.chain == POSTROUTING && rule.jumps_to(HOSTPORT_MASQ))?;
-        if !*self
-            .nf_tables_backend
-            .get_or_insert_with(nftables::iptables_uses_nf_tables)
-        {
+        if !self.uses_nf_tables() {
             return None;
         }
 

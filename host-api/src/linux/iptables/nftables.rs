@@ -2,9 +2,9 @@
 //! shared jump, for iptables with the nf_tables backend (iptables-nft).
 //!
 //! With iptables 1.8.9 on kernel 6.18 (2-core VM), `iptables-restore`
-//! applied a removal in 2 to 3 ms and then waited about 7 ms more at exit,
-//! because closing an nf_tables netlink socket after a commit that deleted
-//! objects waits for the kernel's transaction-destroy work. Here the commit
+//! applied a removal in 2 to 3 ms and then waited about 7 ms more at exit.
+//! Closing an nf_tables netlink socket after a commit that deleted objects
+//! waits for the kernel's transaction-destroy work. Here the commit
 //! goes over a socket that the firewall keeps open, so the call returns once
 //! the commit is applied, and the destroy work runs in a kernel worker
 //! meanwhile. The socket closes when the firewall drops. On that machine,
