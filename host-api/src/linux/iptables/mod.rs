@@ -27,6 +27,7 @@
 //! 4 to 9 ms. With one container, each took about 2 ms.
 
 mod filter;
+mod nft_rules;
 mod nftables;
 mod rules;
 mod script;
@@ -121,12 +122,14 @@ pub struct IptablesFirewall {
     /// kernel to free them.
     nft_socket: Option<NftSocket>,
     /// The path that applied the last pending removals.
-    last_removal_path: Option<RemovalPath>,
+    last_removal_path: Option<NatPath>,
+    /// The path that added the last new owner chain.
+    last_add_path: Option<NatPath>,
 }
 
-/// The way a settle applied the pending removals.
+/// The way NAT rules were added or removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RemovalPath {
+enum NatPath {
     /// In-process over nf_tables netlink.
     NfTables,
     /// With `iptables -S` and `iptables-restore`.
@@ -172,6 +175,7 @@ impl IptablesFirewall {
             nf_tables_backend: None,
             nft_socket: None,
             last_removal_path: None,
+            last_add_path: None,
         }
     }
 
@@ -203,10 +207,10 @@ impl IptablesFirewall {
             .collect::<Vec<_>>()
             .join(" and ");
         let (path, applied) = match self.remove_with_nf_tables(&operation, &removals) {
-            Ok(true) => (RemovalPath::NfTables, Ok(())),
-            Err(error) => (RemovalPath::NfTables, Err(error)),
+            Ok(true) => (NatPath::NfTables, Ok(())),
+            Err(error) => (NatPath::NfTables, Err(error)),
             Ok(false) => (
-                RemovalPath::Restore,
+                NatPath::Restore,
                 self.remove_with_restore(&operation, &removals),
             ),
         };
@@ -374,6 +378,9 @@ impl IptablesFirewall {
             .verified_masquerade_jump(family, rules)
             .into_iter()
             .collect();
+        if self.add_new_port_mappings_with_nf_tables(family, rules, &verified) {
+            return Ok(());
+        }
         if let Some(first_try) = script::new_port_mappings_script(rules, &verified) {
             match restore(family, operation, &first_try) {
                 Ok(()) => return Ok(()),
@@ -387,6 +394,114 @@ impl IptablesFirewall {
             operation,
             &script::add_port_mappings_script(&state, rules),
         )
+    }
+
+    /// Adds the port mappings of an owner whose chain does not exist yet
+    /// over nf_tables netlink, as [`script::new_port_mappings_script`] does
+    /// with iptables-restore, when every shared rule not in `verified` is
+    /// found in the table. Returns false when this path does not apply, and
+    /// then the caller goes through iptables-restore.
+    fn add_new_port_mappings_with_nf_tables(
+        &mut self,
+        family: Family,
+        rules: &rules::PortMapRules,
+        verified: &[&Rule],
+    ) -> bool {
+        self.last_add_path = Some(NatPath::Restore);
+        // A POSTROUTING jump that the dump did not find is missing, and then
+        // the restore path creates it.
+        let unverified: Vec<&Rule> = rules
+            .shared_rules
+            .iter()
+            .map(|(rule, _)| rule)
+            .filter(|rule| !verified.contains(rule))
+            .collect();
+        if rules.dnat_rules.is_empty() || unverified.iter().any(|rule| rule.chain == POSTROUTING) {
+            return false;
+        }
+
+        let owner_rules: Vec<Rule> = rules
+            .dnat_rules
+            .iter()
+            .chain(&rules.entry_rules)
+            .cloned()
+            .collect();
+        self.new_chain_with_nf_tables(family, &rules.dnat_chain, &owner_rules, &unverified)
+    }
+
+    /// Creates `chain` and appends `rules` over nf_tables netlink in one
+    /// commit, after finding each of `required` in the table. Returns false,
+    /// having changed nothing, when iptables uses the legacy backend, a rule
+    /// has words that [`nft_rules::encode`] does not know (such as a
+    /// caller's conditions), a required rule is missing, `chain` exists, or
+    /// the kernel refuses the commit. The caller then uses iptables-restore,
+    /// which handles each of these cases and reports the errors.
+    ///
+    /// With the rules of 500 containers in the table, iptables-restore took
+    /// 7.3 ms to add port mappings and 3.1 ms to add a masquerade, against
+    /// 2.4 and 1.7 ms with one container, because it reads the table first.
+    fn new_chain_with_nf_tables(
+        &mut self,
+        family: Family,
+        chain: &str,
+        rules: &[Rule],
+        required: &[&Rule],
+    ) -> bool {
+        self.last_add_path = Some(NatPath::Restore);
+        if !self.uses_nf_tables() {
+            return false;
+        }
+        let started = std::time::Instant::now();
+        let encode = |rule: &Rule| nft_rules::encode(family, rule);
+        let (Some(encoded), Some(required)) = (
+            rules.iter().map(encode).collect::<Option<Vec<_>>>(),
+            required
+                .iter()
+                .map(|rule| encode(rule).map(|expected| (rule.chain.as_str(), expected)))
+                .collect::<Option<Vec<_>>>(),
+        ) else {
+            tracing::debug!(chain, "rules left to iptables-restore: not encodable");
+            return false;
+        };
+
+        let additions: Vec<(&str, &nft_rules::EncodedRule)> = rules
+            .iter()
+            .map(|rule| rule.chain.as_str())
+            .zip(&encoded)
+            .collect();
+        let added = self
+            .nft_socket()
+            .map_err(|error| error.to_string())
+            .and_then(|socket| {
+                for (parent, expected) in &required {
+                    let found = socket
+                        .rule_expressions(family, parent)
+                        .map_err(|error| format!("list rules of {parent}: {error}"))?
+                        .iter()
+                        .any(|dumped| nft_rules::same_rule(dumped, &expected.expressions));
+                    if !found {
+                        return Err(format!("a rule of {parent} is missing"));
+                    }
+                }
+                socket
+                    .add_chain_with_rules(family, chain, &additions)
+                    .map_err(|error| error.to_string())
+            });
+
+        let micros = started.elapsed().as_micros();
+        match added {
+            Ok(()) => {
+                tracing::debug!(chain, micros, "added NAT chain over nf_tables netlink");
+                self.last_add_path = Some(NatPath::NfTables);
+                true
+            }
+            Err(reason) => {
+                // Replies to a failed request may still be queued.
+                self.nft_socket = None;
+                tracing::debug!(chain, %reason, micros, "NAT chain left to iptables-restore");
+                false
+            }
+        }
     }
 
     /// Returns the shared POSTROUTING rule of `rules`, the jump to
@@ -830,6 +945,9 @@ impl Firewall for IptablesFirewall {
 
         let family = Family::of(address.addr());
         let _lock = self.lock(&operation)?;
+        if self.new_chain_with_nf_tables(family, &chain, &rules, &[]) {
+            return Ok(());
+        }
 
         // Most calls come from an owner's first ADD, and then creating the
         // owner's chain with `-N` succeeds and needs no read of the table.

@@ -30,11 +30,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NLA_HEADER_SIZE, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer,
-    NetlinkMessage, NetlinkPayload, NlaBuffer, NlasIterator,
+    DefaultNla, NLA_HEADER_SIZE, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NetlinkMessage, NetlinkPayload,
+    NlaBuffer, NlasIterator,
 };
 use netlink_packet_netfilter::nftables::{
-    ChainAttribute, ChainMessage, NfTablesMessage, RuleAttribute, RuleMessage,
+    Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions,
+    Immediate, ListAttribute, Meta, MetaKey, NfTablesMessage, Operator, Payload, Register,
+    RuleAttribute, RuleMessage, Verdict, VerdictAttribute,
 };
 use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{
@@ -42,6 +45,7 @@ use netlink_packet_netfilter::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 
+use super::nft_rules::{EncodedRule, Expr};
 use super::rules::Family;
 
 const NAT_TABLE: &str = "nat";
@@ -179,13 +183,48 @@ impl NftSocket {
     }
 
     /// Returns the handles of the rules of `parent` whose verdict jumps or
-    /// goes to `target`. A missing table or chain has none. The replies are
-    /// read with [`dumped_rule`], not with netlink-packet-netfilter.
+    /// goes to `target`. A missing table or chain has none.
     fn jump_handles(&mut self, family: Family, parent: &str, target: &str) -> io::Result<Vec<u64>> {
+        let mut handles = Vec::new();
+        self.dump_rules(family, parent, |attributes| {
+            let rule = dumped_rule(attributes);
+            if rule.jump.as_deref() == Some(target)
+                && let Some(handle) = rule.handle
+            {
+                handles.push(handle);
+            }
+        })?;
+        Ok(handles)
+    }
+
+    /// Returns the expressions of each rule of `chain`, in order. A missing
+    /// table or chain has no rules.
+    pub(crate) fn rule_expressions(
+        &mut self,
+        family: Family,
+        chain: &str,
+    ) -> io::Result<Vec<Vec<Expr>>> {
+        let mut rules = Vec::new();
+        self.dump_rules(family, chain, |attributes| {
+            rules.push(decoded_expressions(attributes));
+        })?;
+        Ok(rules)
+    }
+
+    /// Dumps the rules of `chain` in the nat table and passes the
+    /// attributes of each to `each`. A missing table or chain has none. The
+    /// replies are read with [`split_messages`], not with
+    /// netlink-packet-netfilter (see [`dumped_rule`]).
+    fn dump_rules(
+        &mut self,
+        family: Family,
+        chain: &str,
+        mut each: impl FnMut(&[u8]),
+    ) -> io::Result<()> {
         let request = NfTablesMessage::GetRule(RuleMessage {
             attributes: vec![
                 RuleAttribute::Table(NAT_TABLE.into()),
-                RuleAttribute::Chain(parent.into()),
+                RuleAttribute::Chain(chain.into()),
             ],
         });
         let sequence = self.next_sequence();
@@ -193,7 +232,6 @@ impl NftSocket {
         let message = netfilter_message(family_header(family), request, flags, sequence);
         self.socket.send(&encode(&[message]), 0)?;
 
-        let mut handles = Vec::new();
         loop {
             let (buffer, _) = self.socket.recv_from_full()?;
             for (kind, reply_sequence, payload) in split_messages(&buffer)? {
@@ -201,23 +239,34 @@ impl NftSocket {
                     continue;
                 }
                 match kind {
-                    NLMSG_DONE => return Ok(handles),
+                    NLMSG_DONE => return Ok(()),
                     NLMSG_ERROR => match error_code(payload) {
                         0 => {}
-                        code if code == -libc::ENOENT => return Ok(Vec::new()),
+                        code if code == -libc::ENOENT => return Ok(()),
                         code => return Err(io::Error::from_raw_os_error(-code)),
                     },
-                    _ => {
-                        let rule = dumped_rule(payload.get(NFGENMSG_LEN..).unwrap_or_default());
-                        if rule.jump.as_deref() == Some(target)
-                            && let Some(handle) = rule.handle
-                        {
-                            handles.push(handle);
-                        }
-                    }
+                    _ => each(payload.get(NFGENMSG_LEN..).unwrap_or_default()),
                 }
             }
         }
+    }
+
+    /// Creates `chain` in the nat table and appends `rules` to their
+    /// chains, in one commit. The commit fails, and changes nothing, when
+    /// `chain` exists already or the table or a rule's chain is missing.
+    pub(crate) fn add_chain_with_rules(
+        &mut self,
+        family: Family,
+        chain: &str,
+        rules: &[(&str, &EncodedRule)],
+    ) -> Result<(), NftError> {
+        let mut messages = vec![new_chain(chain)];
+        let mut flags = vec![NLM_F_CREATE | NLM_F_EXCL];
+        for (rule_chain, rule) in rules {
+            messages.push(new_rule(rule_chain, rule));
+            flags.push(NLM_F_CREATE | NLM_F_APPEND);
+        }
+        self.commit_with_flags(family, &messages, &flags)
     }
 
     fn chain_exists(&mut self, family: Family, chain: &str) -> io::Result<bool> {
@@ -275,8 +324,19 @@ impl NftSocket {
     /// Sends `messages` as one batch, each asking for an acknowledgement,
     /// and waits for every one. The kernel applies all or none of them.
     fn commit(&mut self, family: Family, messages: &[NfTablesMessage]) -> Result<(), NftError> {
+        self.commit_with_flags(family, messages, &vec![0; messages.len()])
+    }
+
+    /// Commits `messages` as [`Self::commit`] does, each with its extra
+    /// netlink flags from `flags` (such as NLM_F_CREATE).
+    fn commit_with_flags(
+        &mut self,
+        family: Family,
+        messages: &[NfTablesMessage],
+        flags: &[u16],
+    ) -> Result<(), NftError> {
         let first = self.next_sequence();
-        let batch = batch(family, messages, first);
+        let batch = batch(family, messages, flags, first);
         let last = first.wrapping_add(batch.len() as u32 - 1);
         self.sequence = last;
 
@@ -361,6 +421,7 @@ impl NftSocket {
 fn batch(
     family: Family,
     messages: &[NfTablesMessage],
+    extra_flags: &[u16],
     first: u32,
 ) -> Vec<NetlinkMessage<NetfilterMessage>> {
     let control = NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES);
@@ -372,9 +433,10 @@ fn batch(
         sequence,
     )];
 
-    for message in messages {
+    for (index, message) in messages.iter().enumerate() {
         sequence = sequence.wrapping_add(1);
-        let flags = NLM_F_REQUEST | NLM_F_ACK;
+        let extra = extra_flags.get(index).copied().unwrap_or(0);
+        let flags = NLM_F_REQUEST | NLM_F_ACK | extra;
         let header = family_header(family);
         batch.push(netfilter_message(header, message.clone(), flags, sequence));
     }
@@ -398,6 +460,24 @@ const NFTA_IMMEDIATE_DATA: u16 = 2;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
 const NFTA_VERDICT_CHAIN: u16 = 2;
+const NFTA_RULE_COMPAT_PROTO: u16 = 1;
+const NFTA_RULE_COMPAT_FLAGS: u16 = 2;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_META_KEY: u16 = 2;
+const NFTA_PAYLOAD_BASE: u16 = 2;
+const NFTA_PAYLOAD_OFFSET: u16 = 3;
+const NFTA_PAYLOAD_LEN: u16 = 4;
+const NFTA_BITWISE_MASK: u16 = 4;
+const NFTA_BITWISE_XOR: u16 = 5;
+const NFTA_CMP_OP: u16 = 2;
+const NFTA_CMP_DATA: u16 = 3;
+/// NFTA_MATCH_* and NFTA_TARGET_* share their numbers.
+const NFTA_XT_NAME: u16 = 1;
+const NFTA_XT_REV: u16 = 2;
+const NFTA_XT_INFO: u16 = 3;
+const NFTA_COUNTER_BYTES: u16 = 1;
+const NFTA_COUNTER_PACKETS: u16 = 2;
 const NFT_JUMP: i32 = -3;
 const NFT_GOTO: i32 = -4;
 
@@ -538,6 +618,195 @@ fn delete_chain(chain: &str) -> NfTablesMessage {
     })
 }
 
+fn new_chain(chain: &str) -> NfTablesMessage {
+    NfTablesMessage::NewChain(ChainMessage {
+        attributes: vec![
+            ChainAttribute::Table(NAT_TABLE.into()),
+            ChainAttribute::Name(chain.into()),
+        ],
+    })
+}
+
+/// Returns the message that adds `rule` to `chain`, with the layer 4
+/// protocol that xtables matches such as `multiport` are checked against,
+/// as iptables-nft sends it (NFTA_RULE_COMPAT).
+fn new_rule(chain: &str, rule: &EncodedRule) -> NfTablesMessage {
+    let compat = vec![
+        DefaultNla::new(
+            NFTA_RULE_COMPAT_PROTO,
+            u32::from(rule.protocol).to_be_bytes().to_vec(),
+        ),
+        DefaultNla::new(NFTA_RULE_COMPAT_FLAGS, 0u32.to_be_bytes().to_vec()),
+    ];
+    NfTablesMessage::NewRule(RuleMessage {
+        attributes: vec![
+            RuleAttribute::Table(NAT_TABLE.into()),
+            RuleAttribute::Chain(chain.into()),
+            RuleAttribute::Expressions(rule.expressions.iter().map(expression_attribute).collect()),
+            RuleAttribute::Compat(compat),
+        ],
+    })
+}
+
+/// Encodes one expression, loading into register 1 and giving verdicts in
+/// register 0 as iptables-nft does.
+fn expression_attribute(expression: &Expr) -> ListAttribute<ExpressionAttribute> {
+    let value = |bytes: &[u8]| DataAttribute::Value(bytes.to_vec());
+    let expressions = match expression {
+        Expr::Meta { key } => Expressions::Meta(vec![
+            Meta::Key(MetaKey::Other(*key)),
+            Meta::DestinationRegister(Register::Reg1),
+        ]),
+        Expr::Payload { base, offset, len } => Expressions::Payload(vec![
+            Payload::DestinationRegister(Register::Reg1),
+            Payload::Base(*base),
+            Payload::Offset(*offset),
+            Payload::Len(*len),
+        ]),
+        Expr::Bitwise { mask, xor } => Expressions::Bitwise(vec![
+            Bitwise::SourceRegister(Register::Reg1),
+            Bitwise::DestinationRegister(Register::Reg1),
+            Bitwise::Length(mask.len() as u32),
+            Bitwise::Mask(value(mask)),
+            Bitwise::Xor(value(xor)),
+        ]),
+        Expr::Cmp { op, data } => Expressions::Cmp(vec![
+            Cmp::SourceRegister(Register::Reg1),
+            Cmp::Op(Operator::Other(*op)),
+            Cmp::Data(value(data)),
+        ]),
+        Expr::Verdict { code, chain } => {
+            let mut verdict = vec![VerdictAttribute::Code(Verdict::Other(*code as u32))];
+            if let Some(chain) = chain {
+                verdict.push(VerdictAttribute::Chain(chain.clone()));
+            }
+            Expressions::Immediate(vec![
+                Immediate::DestinationRegister(Register::Verdict),
+                Immediate::Data(DataAttribute::Verdict(verdict)),
+            ])
+        }
+        Expr::Match { name, rev, info } | Expr::Target { name, rev, info } => {
+            let kind = match expression {
+                Expr::Match { .. } => "match",
+                _ => "target",
+            };
+            Expressions::Other {
+                expression_type: kind.into(),
+                attributes: vec![
+                    DefaultNla::new(NFTA_XT_NAME, nul_terminated(name)),
+                    DefaultNla::new(NFTA_XT_REV, rev.to_be_bytes().to_vec()),
+                    DefaultNla::new(NFTA_XT_INFO, info.clone()),
+                ],
+            }
+        }
+        Expr::Counter => Expressions::Other {
+            expression_type: "counter".into(),
+            attributes: vec![
+                DefaultNla::new(NFTA_COUNTER_BYTES, 0u64.to_be_bytes().to_vec()),
+                DefaultNla::new(NFTA_COUNTER_PACKETS, 0u64.to_be_bytes().to_vec()),
+            ],
+        },
+        Expr::Other(name) => Expressions::Other {
+            expression_type: name.clone(),
+            attributes: Vec::new(),
+        },
+    };
+    ListAttribute::from(expressions)
+}
+
+fn nul_terminated(text: &str) -> Vec<u8> {
+    let mut bytes = text.as_bytes().to_vec();
+    bytes.push(0);
+    bytes
+}
+
+/// Reads the expressions of a dumped rule from its attributes, by hand for
+/// the reason [`dumped_rule`] gives. Registers and attributes that
+/// [`Expr`] does not hold are skipped, so an expression added with
+/// [`expression_attribute`] reads back equal. An expression of another
+/// kind reads as [`Expr::Other`].
+fn decoded_expressions(attributes: &[u8]) -> Vec<Expr> {
+    let Some(list) = nested(attributes, NFTA_RULE_EXPRESSIONS) else {
+        return Vec::new();
+    };
+    NlasIterator::new(list)
+        .flatten()
+        .filter(|element| element.kind() == NFTA_LIST_ELEM)
+        .map(|element| decoded_expression(value_of(element)))
+        .collect()
+}
+
+fn decoded_expression(expression: &[u8]) -> Expr {
+    let name = nested(expression, NFTA_EXPR_NAME)
+        .map(text_of)
+        .unwrap_or_default();
+    let data = nested(expression, NFTA_EXPR_DATA).unwrap_or_default();
+    let number = |kind: u16| nested(data, kind).and_then(be_u32).unwrap_or(u32::MAX);
+    let data_value = |kind: u16| {
+        nested(data, kind)
+            .and_then(|value| nested(value, NFTA_DATA_VALUE))
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()
+    };
+
+    match name.as_str() {
+        "meta" => Expr::Meta {
+            key: number(NFTA_META_KEY),
+        },
+        "payload" => Expr::Payload {
+            base: number(NFTA_PAYLOAD_BASE),
+            offset: number(NFTA_PAYLOAD_OFFSET),
+            len: number(NFTA_PAYLOAD_LEN),
+        },
+        "bitwise" => Expr::Bitwise {
+            mask: data_value(NFTA_BITWISE_MASK),
+            xor: data_value(NFTA_BITWISE_XOR),
+        },
+        "cmp" => Expr::Cmp {
+            op: number(NFTA_CMP_OP),
+            data: data_value(NFTA_CMP_DATA),
+        },
+        "immediate" => decoded_verdict(data).unwrap_or(Expr::Other(name)),
+        "match" | "target" => {
+            let xt_name = nested(data, NFTA_XT_NAME).map(text_of).unwrap_or_default();
+            let rev = number(NFTA_XT_REV);
+            let info = nested(data, NFTA_XT_INFO).unwrap_or_default().to_vec();
+            match name.as_str() {
+                "match" => Expr::Match {
+                    name: xt_name,
+                    rev,
+                    info,
+                },
+                _ => Expr::Target {
+                    name: xt_name,
+                    rev,
+                    info,
+                },
+            }
+        }
+        "counter" => Expr::Counter,
+        _ => Expr::Other(name),
+    }
+}
+
+fn decoded_verdict(data: &[u8]) -> Option<Expr> {
+    let immediate = nested(data, NFTA_IMMEDIATE_DATA)?;
+    let verdict = nested(immediate, NFTA_DATA_VERDICT)?;
+    let code = be_u32(nested(verdict, NFTA_VERDICT_CODE)?)? as i32;
+    let chain = nested(verdict, NFTA_VERDICT_CHAIN).map(text_of);
+    Some(Expr::Verdict { code, chain })
+}
+
+fn be_u32(bytes: &[u8]) -> Option<u32> {
+    bytes.try_into().ok().map(u32::from_be_bytes)
+}
+
+/// Reads a NUL-terminated string attribute.
+fn text_of(bytes: &[u8]) -> String {
+    let bytes = bytes.split(|byte| *byte == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// Describes a message of a removal batch for an error message.
 fn describe(message: &NfTablesMessage) -> String {
     match message {
@@ -671,7 +940,7 @@ mod tests {
     #[test]
     fn batch_encodes_begin_rule_end() {
         let messages = [delete_rule("POSTROUTING", 7)];
-        let encoded = encode(&batch(Family::V4, &messages, 1));
+        let encoded = encode(&batch(Family::V4, &messages, &[], 1));
 
         let mut expected = control_bytes(false, 1).to_vec();
         expected.extend_from_slice(&DELETE_RULE_BYTES);
@@ -682,7 +951,7 @@ mod tests {
     #[test]
     fn batch_uses_family_of_removal() {
         let messages = [delete_chain("CNI-x"), flush_chain("CNI-x")];
-        let batch = batch(Family::V6, &messages, 10);
+        let batch = batch(Family::V6, &messages, &[], 10);
 
         assert_eq!(batch.len(), 4);
         let sequences: Vec<u32> = batch.iter().map(|m| m.header.sequence_number).collect();

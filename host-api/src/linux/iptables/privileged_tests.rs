@@ -496,7 +496,7 @@ fn nf_tables_removal_keeps_other_owner() {
         firewall.remove_masquerade(&leaving).unwrap();
         firewall.settle().unwrap();
 
-        assert_eq!(firewall.last_removal_path, Some(RemovalPath::NfTables));
+        assert_eq!(firewall.last_removal_path, Some(NatPath::NfTables));
         assert_eq!(saved_rules(Family::V4), expected[0]);
         assert_eq!(saved_rules(Family::V6), expected[1]);
         let save = run_with_input("iptables-save", &["-t", "nat"], "");
@@ -517,7 +517,7 @@ fn nf_tables_removal_of_absent_owner() {
         firewall.remove_port_mappings(&absent).unwrap();
         firewall.remove_masquerade(&absent).unwrap();
         firewall.settle().unwrap();
-        assert_eq!(firewall.last_removal_path, Some(RemovalPath::NfTables));
+        assert_eq!(firewall.last_removal_path, Some(NatPath::NfTables));
 
         let staying = owner("staying");
         let leaving = owner("leaving");
@@ -532,7 +532,7 @@ fn nf_tables_removal_of_absent_owner() {
             firewall.settle().unwrap();
             assert_eq!(
                 firewall.last_removal_path,
-                Some(RemovalPath::NfTables),
+                Some(NatPath::NfTables),
                 "removal {attempt}"
             );
             assert_eq!(saved_rules(Family::V4), expected[0], "removal {attempt}");
@@ -558,7 +558,7 @@ fn restore_fallback_removes_same_rules() {
         firewall.remove_masquerade(&leaving).unwrap();
         firewall.settle().unwrap();
 
-        assert_eq!(firewall.last_removal_path, Some(RemovalPath::Restore));
+        assert_eq!(firewall.last_removal_path, Some(NatPath::Restore));
         assert_eq!(saved_rules(Family::V4), expected[0]);
         assert_eq!(saved_rules(Family::V6), expected[1]);
     });
@@ -586,7 +586,7 @@ fn nf_tables_commit_failure_reported() {
         firewall.remove_masquerade(&leaving).unwrap();
         let error = firewall.settle().unwrap_err();
 
-        assert_eq!(firewall.last_removal_path, Some(RemovalPath::NfTables));
+        assert_eq!(firewall.last_removal_path, Some(NatPath::NfTables));
         let message = error.to_string();
         assert!(
             message
@@ -599,5 +599,175 @@ fn nf_tables_commit_failure_reported() {
             "{message}"
         );
         assert_eq!(saved_rules(Family::V4), before);
+    });
+}
+
+/// The rules of every kind cniwasm writes, in `family`: the masquerade of
+/// one owner and the port mappings of another with SNAT, a host IP, UDP and
+/// masquerading from anywhere.
+fn rules_of_every_kind(family: Family) -> Vec<Rule> {
+    let (address, host_ip) = match family {
+        Family::V4 => ("10.244.10.7/24", "127.0.0.1"),
+        Family::V6 => ("fd00:10::7/64", "::1"),
+    };
+    let mut spec = port_map(address, 9090);
+    spec.mappings.push(crate::kernel::PortMapping {
+        host_port: 5353,
+        container_port: 53,
+        protocol: crate::kernel::Protocol::Udp,
+        host_ip: Some(host_ip.parse().unwrap()),
+    });
+    let mut masq_all = port_map(address, 8080);
+    masq_all.masq_all = true;
+
+    let mut all = rules::masquerade_rules(&owner("masq"), address.parse().unwrap());
+    for (name, spec) in [("mapped", &spec), ("masq-all", &masq_all)] {
+        let port_rules = rules::port_map_rules(&owner(name), spec).unwrap();
+        all.extend(port_rules.all_rules().cloned());
+    }
+    all
+}
+
+/// Each rule that iptables-restore writes reads back over nf_tables netlink
+/// as the expressions that `nft_rules::encode` builds from its text, in
+/// both families. This pins the encoding to iptables-nft's own.
+#[test]
+fn encoded_rules_match_iptables_nft() {
+    privileged("encoded_rules_match_iptables_nft", || {
+        require_nf_tables();
+        for family in [Family::V4, Family::V6] {
+            let all = rules_of_every_kind(family);
+            let mut script = String::from("*nat\n");
+            let mut chains: Vec<&str> = Vec::new();
+            for rule in &all {
+                if !NAT_BUILTIN_CHAINS.contains(&rule.chain.as_str())
+                    && !chains.contains(&rule.chain.as_str())
+                {
+                    chains.push(&rule.chain);
+                    script.push_str(&format!("-N {}\n", rule.chain));
+                }
+            }
+            for rule in &all {
+                script.push_str(&format!("{}\n", rule.saved_line()));
+            }
+            script.push_str("COMMIT\n");
+            restore_text(family, "test", &script).unwrap();
+
+            let mut socket = NftSocket::open().unwrap();
+            let mut by_chain: Vec<(&str, Vec<&Rule>)> = Vec::new();
+            for rule in &all {
+                match by_chain.iter_mut().find(|(chain, _)| *chain == rule.chain) {
+                    Some((_, rules)) => rules.push(rule),
+                    None => by_chain.push((&rule.chain, vec![rule])),
+                }
+            }
+            for (chain, rules) in by_chain {
+                let dumped = socket.rule_expressions(family, chain).unwrap();
+                assert_eq!(dumped.len(), rules.len(), "{family:?} {chain}: {dumped:#?}");
+                for (rule, expressions) in rules.iter().zip(&dumped) {
+                    let encoded = nft_rules::encode(family, rule)
+                        .unwrap_or_else(|| panic!("not encodable: {}", rule.saved_line()));
+                    assert!(
+                        nft_rules::same_rule(expressions, &encoded.expressions),
+                        "{family:?} {}\n dumped: {expressions:#?}\n encoded: {:#?}",
+                        rule.saved_line(),
+                        encoded.expressions
+                    );
+                }
+            }
+        }
+    });
+}
+
+/// A new owner's masquerade and port mappings go over nf_tables netlink
+/// once the shared rules exist, and iptables-save then prints exactly the
+/// lines that iptables-restore would have written: CHECK, which compares
+/// those lines, passes, and the removal leaves the first owner's rules.
+#[test]
+fn new_owner_added_over_nf_tables() {
+    privileged("new_owner_added_over_nf_tables", || {
+        require_nf_tables();
+        let mut firewall = IptablesFirewall::new(FirewallOptions::default());
+        add_owner_rules(&mut firewall, &owner("first"), 2, 9090);
+        let before = [Family::V4, Family::V6].map(saved_rules);
+
+        let second = owner("second");
+        for (family, address) in [
+            (Family::V4, "10.244.10.3/24"),
+            (Family::V6, "fd00:10::3/64"),
+        ] {
+            let net: IpNet = address.parse().unwrap();
+            firewall.add_masquerade(&second, net).unwrap();
+            assert_eq!(
+                firewall.last_add_path,
+                Some(NatPath::NfTables),
+                "{family:?}"
+            );
+            let spec = port_map(address, 9091);
+            firewall.add_port_mappings(&second, &spec).unwrap();
+            assert_eq!(
+                firewall.last_add_path,
+                Some(NatPath::NfTables),
+                "{family:?}"
+            );
+
+            let saved = saved_rules(family);
+            let port_rules = rules::port_map_rules(&second, &spec).unwrap();
+            let added = rules::masquerade_rules(&second, net)
+                .into_iter()
+                .chain(port_rules.dnat_rules.iter().cloned())
+                .chain(port_rules.entry_rules.iter().cloned());
+            let mut expected = before[family.index()].clone();
+            expected.extend(added.map(|rule| rule.saved_line()));
+            let mut sorted_saved = saved.clone();
+            sorted_saved.sort();
+            expected.sort();
+            assert_eq!(sorted_saved, expected, "{family:?}");
+
+            firewall.check_masquerade(&second, net).unwrap();
+            firewall.check_port_mappings(&second, &spec).unwrap();
+        }
+
+        firewall.remove_port_mappings(&second).unwrap();
+        firewall.remove_masquerade(&second).unwrap();
+        firewall.settle().unwrap();
+        assert_eq!([Family::V4, Family::V6].map(saved_rules), before);
+    });
+}
+
+/// An entry rule with a caller's conditions has words the encoder does not
+/// know, so those port mappings go through iptables-restore, and a second
+/// ADD of an owner whose chain exists falls back to it as well.
+#[test]
+fn nf_tables_add_falls_back_to_restore() {
+    privileged("nf_tables_add_falls_back_to_restore", || {
+        require_nf_tables();
+        let mut firewall = IptablesFirewall::new(FirewallOptions::default());
+        add_owner_rules(&mut firewall, &owner("first"), 2, 9090);
+
+        let mut spec = port_map("10.244.10.4/24", 9092);
+        spec.conditions = vec![
+            "-m".into(),
+            "addrtype".into(),
+            "--src-type".into(),
+            "LOCAL".into(),
+        ];
+        firewall
+            .add_port_mappings(&owner("conditioned"), &spec)
+            .unwrap();
+        assert_eq!(firewall.last_add_path, Some(NatPath::Restore));
+        firewall
+            .check_port_mappings(&owner("conditioned"), &spec)
+            .unwrap();
+
+        let net: IpNet = "10.244.10.2/24".parse().unwrap();
+        let before = saved_rules(Family::V4);
+        firewall.add_masquerade(&owner("first"), net).unwrap();
+        assert_eq!(firewall.last_add_path, Some(NatPath::Restore));
+        assert_eq!(
+            saved_rules(Family::V4),
+            before,
+            "a repeated ADD duplicated rules"
+        );
     });
 }
