@@ -24,6 +24,7 @@
 //! on, and it needs libclang at build time for bindgen.
 
 use std::io;
+use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -172,14 +173,27 @@ impl NftSocket {
     }
 
     /// Tells whether a rule of `parent` jumps or goes to `target`. A missing
-    /// table or chain has no such rule.
+    /// table or chain has no such rule. The dump stops at the first such
+    /// rule, on a socket of its own that is closed with the dump unfinished:
+    /// the kernel builds a dump one datagram at a time as it is read, and
+    /// the shared jumps are inserted first, so with the masquerade jumps of
+    /// 500 containers in POSTROUTING this reads one datagram, not all 500.
     pub(crate) fn has_jump(
         &mut self,
         family: Family,
         parent: &str,
         target: &str,
     ) -> io::Result<bool> {
-        Ok(!self.jump_handles(family, parent, target)?.is_empty())
+        let mut found = false;
+        let mut socket = NftSocket::open()?;
+        socket.dump_rules(family, parent, |attributes| {
+            found = dumped_rule(attributes).jump.as_deref() == Some(target);
+            match found {
+                true => ControlFlow::Break(()),
+                false => ControlFlow::Continue(()),
+            }
+        })?;
+        Ok(found)
     }
 
     /// Returns the handles of the rules of `parent` whose verdict jumps or
@@ -193,6 +207,7 @@ impl NftSocket {
             {
                 handles.push(handle);
             }
+            ControlFlow::Continue(())
         })?;
         Ok(handles)
     }
@@ -207,19 +222,22 @@ impl NftSocket {
         let mut rules = Vec::new();
         self.dump_rules(family, chain, |attributes| {
             rules.push(decoded_expressions(attributes));
+            ControlFlow::Continue(())
         })?;
         Ok(rules)
     }
 
     /// Dumps the rules of `chain` in the nat table and passes the
-    /// attributes of each to `each`. A missing table or chain has none. The
-    /// replies are read with [`split_messages`], not with
-    /// netlink-packet-netfilter (see [`dumped_rule`]).
+    /// attributes of each to `each`, until `each` breaks. A missing table or
+    /// chain has none. The replies are read with [`split_messages`], not
+    /// with netlink-packet-netfilter (see [`dumped_rule`]). After a break
+    /// the rest of the dump is still queued, so the socket must not be used
+    /// again.
     fn dump_rules(
         &mut self,
         family: Family,
         chain: &str,
-        mut each: impl FnMut(&[u8]),
+        mut each: impl FnMut(&[u8]) -> ControlFlow<()>,
     ) -> io::Result<()> {
         let request = NfTablesMessage::GetRule(RuleMessage {
             attributes: vec![
@@ -245,7 +263,12 @@ impl NftSocket {
                         code if code == -libc::ENOENT => return Ok(()),
                         code => return Err(io::Error::from_raw_os_error(-code)),
                     },
-                    _ => each(payload.get(NFGENMSG_LEN..).unwrap_or_default()),
+                    _ => {
+                        let attributes = payload.get(NFGENMSG_LEN..).unwrap_or_default();
+                        if each(attributes).is_break() {
+                            return Ok(());
+                        }
+                    }
                 }
             }
         }

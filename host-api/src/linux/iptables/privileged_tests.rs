@@ -771,3 +771,40 @@ fn nf_tables_add_falls_back_to_restore() {
         );
     });
 }
+
+/// The jump check stops at the first jump it finds, and still finds a jump
+/// behind 500 other rules and reports a missing one, and the firewall's
+/// own socket keeps working after such checks.
+#[test]
+fn jump_found_anywhere_in_large_chain() {
+    privileged("jump_found_anywhere_in_large_chain", || {
+        require_nf_tables();
+        fill_postrouting(500);
+        let script = "*nat\n:CNI-LAST - [0:0]\n:CNI-FIRST - [0:0]\n-A POSTROUTING -j CNI-LAST\n-I POSTROUTING 1 -j CNI-FIRST\nCOMMIT\n";
+        run_with_input("iptables-restore", &["--noflush"], script);
+
+        let mut socket = NftSocket::open().unwrap();
+        assert!(
+            socket
+                .has_jump(Family::V4, POSTROUTING, "CNI-FIRST")
+                .unwrap()
+        );
+        assert!(
+            socket
+                .has_jump(Family::V4, POSTROUTING, "CNI-LAST")
+                .unwrap()
+        );
+        assert!(
+            !socket
+                .has_jump(Family::V4, POSTROUTING, "CNI-NONE")
+                .unwrap()
+        );
+        assert!(
+            !socket
+                .has_jump(Family::V6, POSTROUTING, "CNI-FIRST")
+                .unwrap()
+        );
+        let rules = socket.rule_expressions(Family::V4, POSTROUTING).unwrap();
+        assert_eq!(rules.len(), 502);
+    });
+}
