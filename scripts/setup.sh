@@ -6,7 +6,9 @@ set -euo pipefail
 # busybox-static rather than busybox: the two conflict, and podman's tests need
 # the static one to build an image; both provide /bin/busybox. podman runs its
 # containers with runc (crun fails on the hybrid cgroup layout of test machines).
-packages=(iptables iproute2 conntrack containernetworking-plugins curl busybox-static util-linux procps podman runc)
+# nftables provides the nft program, which the bridge's macspoofchk runs, the
+# host's and the reference plugin's alike.
+packages=(iptables iproute2 conntrack containernetworking-plugins curl busybox-static util-linux procps podman runc nftables)
 
 missing=()
 for package in "${packages[@]}"; do

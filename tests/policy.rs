@@ -777,3 +777,47 @@ fn seed_chain_runs_under_example_policy() {
         vec!["bridge", "host-local", "portmap"]
     );
 }
+
+/// A bridge entry whose `imports` leave out `spoof-check` rejects the
+/// bridge before it runs, on a network with `macspoofchk`, and the ADD
+/// leaves no link, reservation or nftables chain behind. Granting the
+/// import lets the same ADD through.
+#[test]
+fn ungranted_spoof_check_import_rejected() {
+    if !require_root() {
+        return;
+    }
+    let list = json!({"cniVersion": "1.0.0", "name": "polnet", "plugins": [
+        {"type": "bridge", "bridge": "polbr", "macspoofchk": true,
+         "ipam": {"type": "host-local", "subnet": "10.244.30.0/24"}}]});
+    let case = Case::with_list(&list.to_string(), "enforce");
+    let audit_log = case.scenario.dir.path().join("audit.log");
+    let mut imports = vec!["link", "address", "route", "sysctl", "nat", "ipam", "log"];
+    let without = json!({"auditLog": audit_log, "plugins": {"bridge": {"imports": imports}}});
+    std::fs::write(&case.policy, without.to_string()).unwrap();
+
+    let output = case.run("add");
+
+    assert_failure(&output, 106, "bridge", "\"spoof-check\"");
+    assert_failure(&output, 106, "bridge", "(rule imports)");
+    case.assert_rolled_back();
+    assert_eq!(
+        case.scenario.host.nft_table("bridge", "nat"),
+        Vec::<Value>::new()
+    );
+    assert!(
+        case.audit().iter().all(|r| r["kind"] != "host-call"),
+        "host calls ran before the rejection"
+    );
+
+    imports.push("spoof-check");
+    let granted = json!({"auditLog": audit_log, "plugins": {"bridge": {"imports": imports}}});
+    std::fs::write(&case.policy, granted.to_string()).unwrap();
+    case.run("add").assert_success();
+    let added = case.audited("bridge", "allow", "");
+    assert!(
+        added.iter().any(|r| r["operation"] == "spoof-check.add"),
+        "{added:#?}"
+    );
+    case.run("del").assert_success();
+}

@@ -45,12 +45,27 @@ fn compare_list(list: Value, cap_args: &str, reference_del: ReferenceDel) {
 /// Checks cniwasm's IPv4 NAT rules after ADD.
 type RuleCheck<'a> = &'a dyn Fn(&[String]);
 
+/// One side of a comparison after ADD: its host namespace and ADD result.
+struct Added<'a> {
+    host: &'a Netns,
+    result: &'a Value,
+}
+
+/// Compares more state after ADD: cniwasm's side first, then the reference's.
+type AddedCheck<'a> = &'a dyn Fn(Added<'_>, Added<'_>);
+
+/// Checks cniwasm's host namespace after its DEL, and then both after the
+/// reference's DEL succeeded, cniwasm's first.
+type DeletedCheck<'a> = &'a dyn Fn(&Netns, Option<&Netns>);
+
 /// Steps a comparison runs in addition to its own.
 #[derive(Default)]
 struct Hooks<'a> {
     /// Runs in each host namespace before ADD.
     prepare_host: Option<&'a dyn Fn(&Netns)>,
     check_rules: Option<RuleCheck<'a>>,
+    compare_added: Option<AddedCheck<'a>>,
+    check_deleted: Option<DeletedCheck<'a>>,
 }
 
 /// [`compare_list`] with `hooks`.
@@ -106,9 +121,23 @@ fn compare_list_with(list: Value, cap_args: &str, reference_del: ReferenceDel, h
     if let Some(check) = hooks.check_rules {
         check(&ours.host.nat_rules());
     }
+    if let Some(compare) = hooks.compare_added {
+        let our_side = Added {
+            host: &ours.host,
+            result: &our_result,
+        };
+        let their_side = Added {
+            host: &theirs.host,
+            result: &their_result,
+        };
+        compare(our_side, their_side);
+    }
 
     ours.cniwasm(&["del", "mynet", &our_netns], &[("CAP_ARGS", cap_args)])
         .assert_success();
+    if let Some(check) = hooks.check_deleted {
+        check(&ours.host, None);
+    }
     for rules in [ours.host.nat_rules(), ours.host.nat6_rules()] {
         assert!(
             !rules.iter().any(|rule| rule.contains(&id)),
@@ -122,6 +151,9 @@ fn compare_list_with(list: Value, cap_args: &str, reference_del: ReferenceDel, h
         return;
     }
     their_del.expect("reference DEL");
+    if let Some(check) = hooks.check_deleted {
+        check(&ours.host, Some(&theirs.host));
+    }
     assert_eq!(
         ours.host.nat_rules(),
         theirs.host.nat_rules(),
@@ -311,6 +343,74 @@ fn external_mark_chain_and_conditions_match_reference() {
     let hooks = Hooks {
         prepare_host: Some(&prepare),
         check_rules: Some(&check),
+        ..Hooks::default()
+    };
+    compare_list_with(list, CAP_ARGS, ReferenceDel::Succeeds, hooks);
+}
+
+/// Returns table `bridge nat` of `side`'s host with the host veth's name
+/// and the container's MAC from its result replaced by placeholders, since
+/// both are random in each run.
+fn spoof_check_table(side: &Added<'_>) -> Vec<Value> {
+    let veth = side.result["interfaces"][1]["name"].as_str().unwrap();
+    let mac = side.result["interfaces"][2]["mac"].as_str().unwrap();
+    let text = serde_json::to_string(&side.host.nft_table("bridge", "nat")).unwrap();
+    let text = text
+        .replace(&format!("\"{veth}\""), "\"<veth>\"")
+        .replace(&format!("\"{mac}\""), "\"<mac>\"");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// `macspoofchk` gives the reference's nftables layout: the same table,
+/// base chain, per-attachment chains (named after the container id and
+/// ifname), rules and comments, for this container's veth and MAC. After
+/// DEL cniwasm keeps only the shared table and base chain, as the
+/// reference does.
+#[test]
+fn macspoofchk_matches_reference() {
+    if !require_root() {
+        return;
+    }
+    let text = std::fs::read_to_string(repo_root().join("examples/mynet.conflist")).unwrap();
+    let mut list: Value = serde_json::from_str(&text).unwrap();
+    list["cniVersion"] = json!("1.0.0");
+    list["plugins"][0]["macspoofchk"] = json!(true);
+
+    let compare = |ours: Added<'_>, theirs: Added<'_>| {
+        let our_table = spoof_check_table(&ours);
+        assert_eq!(
+            our_table,
+            spoof_check_table(&theirs),
+            "bridge nat tables differ"
+        );
+        let rules = our_table
+            .iter()
+            .filter(|object| object.get("rule").is_some());
+        assert_eq!(rules.count(), 4, "{our_table:#?}");
+        let mac = ours.result["interfaces"][2]["mac"].as_str().unwrap();
+        let listed = ours
+            .host
+            .exec_ok(&["nft", "list", "table", "bridge", "nat"]);
+        assert!(
+            listed.contains(&format!("ether saddr {mac} return")),
+            "{listed}"
+        );
+    };
+    let check_deleted = |ours: &Netns, theirs: Option<&Netns>| {
+        let our_table = ours.nft_table("bridge", "nat");
+        assert_eq!(
+            our_table.len(),
+            2,
+            "only table and base chain stay: {our_table:#?}"
+        );
+        if let Some(theirs) = theirs {
+            assert_eq!(our_table, theirs.nft_table("bridge", "nat"));
+        }
+    };
+    let hooks = Hooks {
+        compare_added: Some(&compare),
+        check_deleted: Some(&check_deleted),
+        ..Hooks::default()
     };
     compare_list_with(list, CAP_ARGS, ReferenceDel::Succeeds, hooks);
 }

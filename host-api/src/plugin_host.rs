@@ -420,6 +420,8 @@ mod ipam_store;
 mod ownership;
 mod resolv;
 mod state;
+#[cfg(all(test, feature = "testing"))]
+mod tests;
 
 pub use ipam_store::MAX_IPAM_STORE_FILE_BYTES;
 pub use resolv::MAX_RESOLV_CONF_BYTES;

@@ -23,6 +23,7 @@ pub const HOST_INTERFACES: &[&str] = &[
     "sysctl",
     "nat",
     "filter",
+    "spoof-check",
     "ipam",
     "ipam-store",
     "dns",
@@ -599,6 +600,12 @@ pub enum Request<'a> {
     AdminChain {
         name: &'a str,
     },
+    /// A MAC spoof check on a host veth.
+    SpoofCheck {
+        link: &'a str,
+    },
+    /// Removing the attachment's own MAC spoof check.
+    RemoveSpoofCheck,
     Ipam,
     /// Reading the files of the plugin's own IPAM state directory.
     IpamStore,
@@ -631,6 +638,7 @@ impl Request<'_> {
             | Request::MarkChain { .. }
             | Request::RemovePortMappings => "nat",
             Request::ForwardAddress { .. } | Request::AdminChain { .. } => "filter",
+            Request::SpoofCheck { .. } | Request::RemoveSpoofCheck => "spoof-check",
             Request::Ipam => "ipam",
             Request::IpamStore => "ipam-store",
             Request::ResolvConf { .. } => "dns",
@@ -956,6 +964,38 @@ mod tests {
             (Verdict::Deny, "portMappings.markChains".to_string())
         );
         assert_eq!(check("strict", "KUBE-MARK-MASQ").0, Verdict::Deny);
+    }
+
+    /// `spoof-check` is an import of its own, and the check's host veth
+    /// goes through `links.hostNames` like every other host link.
+    #[test]
+    fn spoof_check_is_an_import() {
+        let text = r#"{"plugins": {
+            "bridge": {"imports": ["link", "spoof-check"], "links": {"hostNames": ["veth*"]}},
+            "other": {"imports": ["link"]}}}"#;
+        let policy = Policy::from_json(text).unwrap();
+        let bridge = policy.for_plugin("bridge");
+
+        let veth = Request::SpoofCheck {
+            link: "veth0a1b2c3d",
+        };
+        assert_eq!(bridge.check(&veth).verdict, Verdict::Allow);
+        let other_link = bridge.check(&Request::SpoofCheck { link: "eth0" });
+        assert_eq!(other_link.verdict, Verdict::Deny);
+        assert_eq!(other_link.rule, "links.hostNames");
+        assert_eq!(
+            bridge.check(&Request::RemoveSpoofCheck).verdict,
+            Verdict::Allow
+        );
+
+        let denied = policy.for_plugin("other").check(&Request::RemoveSpoofCheck);
+        assert_eq!(denied.verdict, Verdict::Deny);
+        assert_eq!(denied.rule, "imports");
+        assert!(
+            denied.reason.contains("\"spoof-check\""),
+            "{}",
+            denied.reason
+        );
     }
 
     #[test]

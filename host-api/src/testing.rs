@@ -1,6 +1,6 @@
 //! A recording fake of the kernel traits, for unit tests.
 //!
-//! [`RecordingKernel::new`] returns a [`Kernel`] whose three parts share one
+//! [`RecordingKernel::new`] returns a [`Kernel`] whose parts share one
 //! in-memory model, and a [`Recorder`] through which a test reads the calls
 //! made, inspects or seeds the model, and scripts failures.
 
@@ -12,8 +12,8 @@ use ipnet::IpNet;
 
 use crate::kernel::{
     BridgeSpec, Firewall, ForwardFilter, ForwardSpec, Kernel, KernelError, KernelErrorKind,
-    LinkInfo, LinkSettings, Namespace, Netlink, Owner, PortMapSpec, PortVlans, RouteSpec, Sysctl,
-    VethSpec,
+    LinkInfo, LinkSettings, Namespace, Netlink, Owner, PortMapSpec, PortVlans, RouteSpec,
+    SpoofCheck, SpoofCheckSpec, Sysctl, VethSpec,
 };
 
 /// One call to the fake kernel, with its arguments.
@@ -111,6 +111,13 @@ pub enum KernelCall {
     RemoveForwardRules {
         addresses: Vec<IpAddr>,
     },
+    AddSpoofCheck {
+        owner: Owner,
+        spec: SpoofCheckSpec,
+    },
+    RemoveSpoofCheck {
+        owner: Owner,
+    },
 }
 
 /// The kind of a [`KernelCall`], to script failures by.
@@ -140,6 +147,8 @@ pub enum CallKind {
     AddForwardRules,
     CheckForwardRules,
     RemoveForwardRules,
+    AddSpoofCheck,
+    RemoveSpoofCheck,
 }
 
 impl KernelCall {
@@ -169,11 +178,13 @@ impl KernelCall {
             KernelCall::AddForwardRules { .. } => CallKind::AddForwardRules,
             KernelCall::CheckForwardRules { .. } => CallKind::CheckForwardRules,
             KernelCall::RemoveForwardRules { .. } => CallKind::RemoveForwardRules,
+            KernelCall::AddSpoofCheck { .. } => CallKind::AddSpoofCheck,
+            KernelCall::RemoveSpoofCheck { .. } => CallKind::RemoveSpoofCheck,
         }
     }
 
-    /// Returns the namespace the call acts in. Firewall calls and route
-    /// lookups act in the host namespace.
+    /// Returns the namespace the call acts in. Firewall and spoof-check
+    /// calls and route lookups act in the host namespace.
     fn namespace(&self) -> Namespace {
         match self {
             KernelCall::CreateVeth { .. } => Namespace::Container,
@@ -236,6 +247,8 @@ struct Model {
     admin_chains: Vec<String>,
     /// Addresses with accept rules in `CNI-FORWARD`.
     forward_accepts: Vec<IpAddr>,
+    /// Installed MAC spoof checks, one per attachment.
+    spoof_checks: HashMap<Owner, SpoofCheckSpec>,
     failures: Vec<ScriptedFailure>,
     counts: HashMap<CallKind, usize>,
 }
@@ -253,7 +266,7 @@ pub struct Recorder {
     shared: Arc<Shared>,
 }
 
-/// A fake kernel that records calls. Its three trait implementations share one model.
+/// A fake kernel that records calls. Its trait implementations share one model.
 #[derive(Debug, Clone)]
 pub struct RecordingKernel {
     shared: Arc<Shared>,
@@ -280,7 +293,8 @@ impl RecordingKernel {
             netlink: Box::new(fake.clone()),
             sysctl: Box::new(fake.clone()),
             firewall: Box::new(fake.clone()),
-            filter: Box::new(fake),
+            filter: Box::new(fake.clone()),
+            spoof_check: Box::new(fake),
         };
         (kernel, Recorder { shared })
     }
@@ -444,6 +458,11 @@ impl Recorder {
     /// Returns the admin chains created so far.
     pub fn admin_chains(&self) -> Vec<String> {
         lock(&self.shared.model).admin_chains.clone()
+    }
+
+    /// Returns the MAC spoof check installed for `owner`, if any.
+    pub fn spoof_check(&self, owner: &Owner) -> Option<SpoofCheckSpec> {
+        lock(&self.shared.model).spoof_checks.get(owner).cloned()
     }
 }
 
@@ -1036,6 +1055,29 @@ impl ForwardFilter for RecordingKernel {
     }
 }
 
+impl SpoofCheck for RecordingKernel {
+    fn add_spoof_check(&mut self, owner: &Owner, spec: &SpoofCheckSpec) -> Result<(), KernelError> {
+        let call = KernelCall::AddSpoofCheck {
+            owner: owner.clone(),
+            spec: spec.clone(),
+        };
+        self.record(call, |model| {
+            model.spoof_checks.insert(owner.clone(), spec.clone());
+            Ok(())
+        })
+    }
+
+    fn remove_spoof_check(&mut self, owner: &Owner) -> Result<(), KernelError> {
+        let call = KernelCall::RemoveSpoofCheck {
+            owner: owner.clone(),
+        };
+        self.record(call, |model| {
+            model.spoof_checks.remove(owner);
+            Ok(())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1315,5 +1357,32 @@ mod tests {
         assert_eq!(recorder.admin_chains(), ["CNI-ADMIN"], "chains stay");
         let err = kernel.filter.check_forward_rules(&spec).unwrap_err();
         assert_eq!(err.kind, KernelErrorKind::NotFound);
+    }
+
+    #[test]
+    fn spoof_check_model_replaces_and_removes() {
+        let (mut kernel, recorder) = RecordingKernel::new();
+        let spec = |mac: &str| SpoofCheckSpec {
+            host_link: "veth1".into(),
+            mac: mac.into(),
+        };
+
+        kernel
+            .spoof_check
+            .add_spoof_check(&owner(), &spec("0a:58:00:00:00:01"))
+            .unwrap();
+        kernel
+            .spoof_check
+            .add_spoof_check(&owner(), &spec("0a:58:00:00:00:02"))
+            .unwrap();
+        assert_eq!(
+            recorder.spoof_check(&owner()),
+            Some(spec("0a:58:00:00:00:02"))
+        );
+
+        kernel.spoof_check.remove_spoof_check(&owner()).unwrap();
+        kernel.spoof_check.remove_spoof_check(&owner()).unwrap();
+        assert_eq!(recorder.spoof_check(&owner()), None);
+        assert_eq!(recorder.calls_of(CallKind::RemoveSpoofCheck).len(), 2);
     }
 }

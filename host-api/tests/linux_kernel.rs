@@ -2,7 +2,7 @@
 //!
 //! Each test runs on a fresh thread that first moves into a new network
 //! namespace of its own (`unshare(CLONE_NEWNET)`), so its netlink sockets,
-//! `/proc/sys/net` files and iptables child processes act on a throwaway
+//! `/proc/sys/net` files and iptables and nft child processes act on a throwaway
 //! "host" namespace. The "container" is a named namespace (`ip netns add`)
 //! that a guard deletes when the test ends, also when it fails. No traffic
 //! leaves these namespaces.
@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cniwasm_host_api::kernel::{
     BridgeSpec, Firewall, KernelErrorKind, LinkSettings, Namespace, Netlink, Owner, PortMapSpec,
-    PortMapping, Protocol, RouteSpec, Sysctl, VethSpec,
+    PortMapping, Protocol, RouteSpec, SpoofCheck, SpoofCheckSpec, Sysctl, VethSpec,
 };
 use cniwasm_host_api::linux::{
-    FirewallOptions, IptablesFirewall, LinuxNetlink, ProcSysctl, open_kernel,
+    FirewallOptions, IptablesFirewall, LinuxNetlink, NftSpoofCheck, ProcSysctl, open_kernel,
 };
 use ipnet::IpNet;
 use serde_json::Value;
@@ -915,5 +915,83 @@ fn port_mappings_with_mark_chain_and_conditions() {
         let left = nat_lines("iptables-save");
         assert!(!left.iter().any(|line| line.contains(&owner.dnat_chain())));
         run("iptables", &["-t", "nat", "-S", "KUBE-MARK-MASQ"]);
+    });
+}
+
+/// Returns `nft -j list ruleset bridge` in the calling thread's namespace:
+/// the objects without the `metainfo` entry.
+fn bridge_ruleset() -> Vec<Value> {
+    let listing: Value =
+        serde_json::from_str(&run("nft", &["-j", "list", "ruleset", "bridge"])).unwrap();
+    let objects = listing["nftables"].as_array().unwrap();
+    objects
+        .iter()
+        .filter(|object| object.get("metainfo").is_none())
+        .cloned()
+        .collect()
+}
+
+/// A repeated add replaces the MAC and leaves one jump, and removal leaves
+/// the shared table and base chain, also when repeated and when another
+/// attachment's check stays.
+#[test]
+fn spoof_check_lifecycle() {
+    privileged("spoof_check_lifecycle", |_| {
+        let mut check = NftSpoofCheck::default();
+        let owner = seed_owner();
+        let other = Owner {
+            container_id: "other".into(),
+            ..seed_owner()
+        };
+        let spec = |host_link: &str, mac: &str| SpoofCheckSpec {
+            host_link: host_link.into(),
+            mac: mac.into(),
+        };
+
+        check
+            .add_spoof_check(&owner, &spec("veth00000001", "0a:58:0a:f4:0a:02"))
+            .unwrap();
+        check
+            .add_spoof_check(&owner, &spec("veth00000001", "0a:58:0a:f4:0a:03"))
+            .unwrap();
+        check
+            .add_spoof_check(&other, &spec("veth00000002", "0a:58:0a:f4:0a:04"))
+            .unwrap();
+
+        let listed = run("nft", &["list", "table", "bridge", "nat"]);
+        let id = owner.spoof_check_id();
+        let jump = format!("iifname \"veth00000001\" jump cni-br-iface-{id}");
+        assert_eq!(listed.matches(&jump).count(), 1, "{listed}");
+        assert!(
+            listed.contains("ether saddr 0a:58:0a:f4:0a:03 return"),
+            "{listed}"
+        );
+        assert!(!listed.contains("0a:58:0a:f4:0a:02"), "{listed}");
+        assert_eq!(listed.matches("drop comment").count(), 2, "{listed}");
+
+        check.remove_spoof_check(&owner).unwrap();
+        check.remove_spoof_check(&owner).unwrap();
+
+        let listed = run("nft", &["list", "table", "bridge", "nat"]);
+        assert!(!listed.contains(&id), "{listed}");
+        assert!(
+            listed.contains(&format!("cni-br-iface-{}", other.spoof_check_id())),
+            "the other attachment's check was removed: {listed}"
+        );
+        check.remove_spoof_check(&other).unwrap();
+        let left = bridge_ruleset();
+        assert_eq!(left.len(), 2, "table and base chain: {left:#?}");
+        assert_eq!(left[1]["chain"]["name"], "PREROUTING");
+    });
+}
+
+/// Removal in a namespace without the table succeeds and creates nothing.
+#[test]
+fn spoof_check_removal_without_table() {
+    privileged("spoof_check_removal_without_table", |_| {
+        NftSpoofCheck::default()
+            .remove_spoof_check(&seed_owner())
+            .unwrap();
+        assert_eq!(bridge_ruleset(), Vec::<Value>::new());
     });
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use cniwasm_host_api::kernel::{
     Firewall, Kernel, KernelError, KernelErrorKind, LinkInfo, Namespace, Owner, PortMapSpec,
+    SpoofCheckSpec,
 };
 use cniwasm_host_api::policy::Policy;
 use cniwasm_host_api::testing::{CallKind, KernelCall, Recorder, RecordingKernel};
@@ -76,6 +77,14 @@ fn changes(recorder: &Recorder) -> Vec<CallKind> {
         .collect()
 }
 
+/// Returns the index of the first `kind` in `kinds`; panics when there is none.
+fn index_of(kinds: &[CallKind], kind: CallKind) -> usize {
+    kinds
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or_else(|| panic!("no {kind:?} in {kinds:?}"))
+}
+
 #[test]
 fn seed_add_makes_expected_kernel_calls() {
     let dir = tempfile::tempdir().unwrap();
@@ -88,12 +97,7 @@ fn seed_add_makes_expected_kernel_calls() {
     assert_eq!(result["ips"][0]["address"], json!("10.244.10.2/24"));
     let recorder = &factory.recorders.lock().unwrap()[0];
     let kinds = changes(recorder);
-    let position = |kind: CallKind| {
-        kinds
-            .iter()
-            .position(|k| *k == kind)
-            .unwrap_or_else(|| panic!("no {kind:?} in {kinds:?}"))
-    };
+    let position = |kind: CallKind| index_of(&kinds, kind);
     assert!(position(CallKind::EnsureBridge) < position(CallKind::CreateVeth));
     assert!(position(CallKind::CreateVeth) < position(CallKind::AddAddress));
     assert!(position(CallKind::AddAddress) < position(CallKind::AddRoute));
@@ -644,4 +648,127 @@ fn del_settles_once_and_keeps_cache_on_failure() {
     runtime.del(&list, &attachment).unwrap();
     assert_eq!(factory.settles.load(Ordering::SeqCst), 2);
     assert_eq!(cached(), 0);
+}
+
+/// Writes a one-bridge list named `spoofnet` with `macspoofchk` and the
+/// IPAM section `ipam`, and parses it.
+fn spoof_list(dir: &Path, ipam: serde_json::Value) -> cniwasm_runtime::config::NetworkConfigList {
+    let bridge = json!({"type": "bridge", "bridge": "spoofbr", "macspoofchk": true, "ipam": ipam});
+    let list = json!({"cniVersion": "1.0.0", "name": "spoofnet", "plugins": [bridge]});
+    let path = dir.join("spoof.conflist");
+    std::fs::write(&path, list.to_string()).unwrap();
+    parse_list_file(&path).unwrap()
+}
+
+/// Returns an IPAM section that host-local serves.
+fn spoof_ipam() -> serde_json::Value {
+    json!({"type": "host-local", "subnet": "10.244.92.0/24"})
+}
+
+fn spoof_owner() -> Owner {
+    Owner {
+        network: "spoofnet".into(),
+        container_id: "recorded".into(),
+        ifname: "eth0".into(),
+    }
+}
+
+/// ADD installs the check for the host veth and the container MAC of its
+/// result, after connecting the veth and before IPAM configures addresses.
+#[test]
+fn macspoofchk_add_installs_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = Arc::new(RecordingFactory::default());
+    let runtime = runtime(dir.path(), factory.clone());
+    let list = spoof_list(dir.path(), spoof_ipam());
+
+    let result = runtime.add(&list, &attachment(dir.path())).unwrap();
+
+    let recorder = &factory.recorders.lock().unwrap()[0];
+    let expected = SpoofCheckSpec {
+        host_link: result["interfaces"][1]["name"].as_str().unwrap().into(),
+        mac: result["interfaces"][2]["mac"].as_str().unwrap().into(),
+    };
+    assert_eq!(recorder.spoof_check(&spoof_owner()), Some(expected));
+    let kinds = changes(recorder);
+    let position = |kind: CallKind| index_of(&kinds, kind);
+    assert!(position(CallKind::ConfigureLink) < position(CallKind::AddSpoofCheck));
+    assert!(position(CallKind::AddSpoofCheck) < position(CallKind::AddAddress));
+    assert_eq!(recorder.calls_of(CallKind::AddSpoofCheck).len(), 1);
+}
+
+/// When IPAM fails after the check is in, the bridge removes the check
+/// itself before it deletes the container link, and nothing stays.
+#[test]
+fn macspoofchk_removed_when_ipam_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = Arc::new(RecordingFactory::default());
+    let runtime = runtime(dir.path(), factory.clone());
+    // host-local fails ADD without a subnet or ranges.
+    let list = spoof_list(dir.path(), json!({"type": "host-local"}));
+
+    let error = runtime.add(&list, &attachment(dir.path())).unwrap_err();
+
+    assert!(error.to_string().contains("missing \"subnet\""), "{error}");
+    let recorder = &factory.recorders.lock().unwrap()[0];
+    assert_eq!(recorder.spoof_check(&spoof_owner()), None);
+    let calls = recorder.calls();
+    let added = calls
+        .iter()
+        .position(|call| call.kind() == CallKind::AddSpoofCheck);
+    let removed = calls.iter().position(|call| {
+        *call
+            == KernelCall::RemoveSpoofCheck {
+                owner: spoof_owner(),
+            }
+    });
+    let container_deleted = calls.iter().position(|call| {
+        *call
+            == KernelCall::DeleteLink {
+                ns: Namespace::Container,
+                name: "eth0".into(),
+            }
+    });
+    let (Some(added), Some(removed), Some(container_deleted)) = (added, removed, container_deleted)
+    else {
+        panic!("a spoof check add, its removal or the link deletion is missing: {calls:?}");
+    };
+    assert!(added < removed, "{calls:?}");
+    assert!(
+        removed < container_deleted,
+        "the bridge's own undo did not remove the check first: {calls:?}"
+    );
+    assert!(recorder.link(Namespace::Container, "eth0").is_none());
+}
+
+/// DEL removes the check after the container link, also when the
+/// container's namespace is gone.
+#[test]
+fn macspoofchk_del_removes_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = Arc::new(RecordingFactory::default());
+    let runtime = runtime(dir.path(), factory.clone());
+    let list = spoof_list(dir.path(), spoof_ipam());
+    let attachment = attachment(dir.path());
+    runtime.add(&list, &attachment).unwrap();
+
+    runtime.del(&list, &attachment).unwrap();
+    let without_netns = Attachment {
+        netns: None,
+        ..attachment
+    };
+    runtime.del(&list, &without_netns).unwrap();
+
+    let recorders = factory.recorders.lock().unwrap();
+    assert_eq!(
+        changes(&recorders[1]),
+        [CallKind::DeleteLink, CallKind::RemoveSpoofCheck]
+    );
+    assert_eq!(
+        recorders[1].calls_of(CallKind::RemoveSpoofCheck),
+        [KernelCall::RemoveSpoofCheck {
+            owner: spoof_owner()
+        }]
+    );
+    assert_eq!(changes(&recorders[2]), [CallKind::RemoveSpoofCheck]);
 }

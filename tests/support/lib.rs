@@ -184,6 +184,33 @@ impl Netns {
             .collect()
     }
 
+    /// Returns the objects of nftables table `family table` in the
+    /// namespace (table, chains, rules), as `nft -j list table` prints them,
+    /// without the `metainfo` entry and the handles, which differ between
+    /// runs. A missing table gives an empty list.
+    pub fn nft_table(&self, family: &str, table: &str) -> Vec<Value> {
+        let listing = self.exec_ok(&["nft", "-j", "list", "ruleset", family]);
+        let listing: Value = serde_json::from_str(&listing)
+            .unwrap_or_else(|error| panic!("nft -j printed invalid JSON: {error}: {listing}"));
+        let objects = listing["nftables"]
+            .as_array()
+            .expect("nft -j prints an nftables array");
+        objects
+            .iter()
+            .filter_map(|object| {
+                let (kind, body) = object.as_object()?.iter().next()?;
+                let in_table = match kind.as_str() {
+                    "table" => body["name"] == table,
+                    "chain" | "rule" => body["table"] == table,
+                    _ => false,
+                };
+                let mut body = body.clone();
+                body.as_object_mut()?.remove("handle");
+                in_table.then(|| json!({ kind: body }))
+            })
+            .collect()
+    }
+
     pub fn exists(&self) -> bool {
         Path::new(&format!("/var/run/netns/{}", self.name)).exists()
     }

@@ -297,6 +297,35 @@ pub trait ForwardFilter {
     fn remove_forward_rules(&mut self, addresses: &[IpAddr]) -> Result<(), KernelError>;
 }
 
+/// The MAC spoof check of one attachment's host veth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoofCheckSpec {
+    /// The host end of the veth pair, a bridge port: frames that enter the
+    /// bridge through it are checked.
+    pub host_link: String,
+    /// The only source MAC allowed, lower-case colon-separated hex.
+    pub mac: String,
+}
+
+/// MAC spoof checks in the nftables `bridge` family, in the layout of the
+/// reference bridge plugin's `macspoofchk` (containernetworking/plugins
+/// v1.1.1, `pkg/link/spoofcheck.go`). Table `nat` has base chain
+/// `PREROUTING`, shared by all attachments. Per attachment, a rule there
+/// jumps to chain `cni-br-iface-<id>`, which jumps to
+/// `cni-br-iface-<id>-mac`, which returns frames from the allowed MAC and
+/// drops the rest. Names and the rule comment derive from
+/// [`Owner::spoof_check_id`], so DEL needs no saved state.
+pub trait SpoofCheck {
+    /// Installs the owner's spoof check, replacing its earlier rules, the
+    /// jump from `PREROUTING` included. The table and base chain are
+    /// created when missing.
+    fn add_spoof_check(&mut self, owner: &Owner, spec: &SpoofCheckSpec) -> Result<(), KernelError>;
+
+    /// Removes the owner's jumps from `PREROUTING` and its two chains, and
+    /// keeps the shared table and base chain. Succeeds when none exist.
+    fn remove_spoof_check(&mut self, owner: &Owner) -> Result<(), KernelError>;
+}
+
 /// The kernel behind the host API: one implementation per subsystem. The
 /// parts are `Send` because wasmtime store data must be.
 pub struct Kernel {
@@ -304,6 +333,7 @@ pub struct Kernel {
     pub sysctl: Box<dyn Sysctl + Send>,
     pub firewall: Box<dyn Firewall + Send>,
     pub filter: Box<dyn ForwardFilter + Send>,
+    pub spoof_check: Box<dyn SpoofCheck + Send>,
 }
 
 impl Kernel {

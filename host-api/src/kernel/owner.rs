@@ -34,6 +34,14 @@ impl Owner {
     pub fn comment(&self) -> String {
         format!("name: {:?} id: {:?}", self.network, self.container_id)
     }
+
+    /// Returns the id of the attachment's MAC spoof check,
+    /// `<container id>-<ifname>`, as the reference bridge plugin (v1.1.1)
+    /// forms it. The chain names and the rule comment contain it as is,
+    /// without a hash and without the network name.
+    pub fn spoof_check_id(&self) -> String {
+        format!("{}-{}", self.container_id, self.ifname)
+    }
 }
 
 #[cfg(test)]
@@ -60,6 +68,11 @@ mod tests {
         let owner = owner("mynet", "cnitool-3b469ed4466ecfd8f00d");
         assert_eq!(owner.dnat_chain(), "CNI-DN-b232a5a313c3780addde4");
         assert_eq!(owner.masquerade_chain(), "CNI-b232a5a313c3780addde4038");
+    }
+
+    #[test]
+    fn spoof_check_id_joins_id_and_ifname() {
+        assert_eq!(owner("mynet", "abc").spoof_check_id(), "abc-eth0");
     }
 
     #[test]

@@ -1,15 +1,18 @@
 //! Linux implementations of the kernel traits: links, addresses and routes
-//! over rtnetlink, kernel parameters under `/proc/sys`, and NAT and forwarding
-//! rules through `iptables -S`, `iptables-save` and `iptables-restore`.
+//! over rtnetlink, kernel parameters under `/proc/sys`, NAT and forwarding
+//! rules through `iptables -S`, `iptables-save` and `iptables-restore`, and
+//! MAC spoof checks through `nft -j`.
 
 mod conntrack;
 mod iptables;
 mod netlink;
 pub mod netns;
+mod spoof_check;
 mod sysctl;
 
 pub use iptables::{FirewallOptions, IptablesFilter, IptablesFirewall, LocalnetRouting};
 pub use netlink::LinuxNetlink;
+pub use spoof_check::NftSpoofCheck;
 pub use sysctl::ProcSysctl;
 
 use std::path::Path;
@@ -53,6 +56,7 @@ pub fn open_kernel(container_netns: Option<&Path>) -> Result<Kernel, KernelError
         sysctl: Box::new(ProcSysctl::with_handles(namespaces)),
         firewall: Box::new(firewall),
         filter: Box::new(IptablesFilter::default()),
+        spoof_check: Box::new(NftSpoofCheck::default()),
     })
 }
 

@@ -1,7 +1,7 @@
 //! Conversions between the WIT types and the kernel trait types.
 
 use super::cniwasm::host::{link, nat, route};
-use super::{HostError, parse_ip, parse_net};
+use super::{HostError, check_ifname, parse_ip, parse_net};
 use crate::kernel;
 
 impl From<kernel::LinkInfo> for link::LinkInfo {
@@ -241,6 +241,51 @@ fn conditions(tokens: &[String]) -> Result<Vec<String>, HostError> {
     Ok(tokens.to_vec())
 }
 
+/// Checks and converts the arguments of `spoof-check.add`. The link name
+/// goes into an nftables string match, where `*` is a wildcard and `\`
+/// an escape, so names with either (or a quote) are rejected on top of
+/// what Linux rejects. The MAC is returned in lower case, as `ip link` and
+/// nft print it.
+pub(super) fn spoof_check_from_wit(
+    host_link: &str,
+    mac: &str,
+) -> Result<kernel::SpoofCheckSpec, HostError> {
+    check_ifname(host_link)?;
+    if host_link.contains(['*', '\\', '"']) {
+        return Err(HostError::Invalid(format!(
+            "invalid spoof-check link {host_link:?}: expected a host veth name without '*', '\\' or '\"'"
+        )));
+    }
+    Ok(kernel::SpoofCheckSpec {
+        host_link: host_link.to_string(),
+        mac: unicast_mac(mac)?,
+    })
+}
+
+/// Parses a MAC address in colon-separated hex (`0a:58:0a:f4:0a:02`) and
+/// rejects group addresses, which no frame carries as its source.
+fn unicast_mac(text: &str) -> Result<String, HostError> {
+    let octets: Vec<Option<u8>> = text
+        .split(':')
+        .map(|part| match part.len() {
+            2 => u8::from_str_radix(part, 16).ok(),
+            _ => None,
+        })
+        .collect();
+    let parsed: Option<Vec<u8>> = octets.into_iter().collect();
+    let Some(octets) = parsed.filter(|octets| octets.len() == 6) else {
+        return Err(HostError::Invalid(format!(
+            "invalid spoof-check MAC {text:?}: expected six colon-separated pairs of hex digits such as 0a:58:0a:f4:0a:02"
+        )));
+    };
+    if octets[0] & 1 == 1 {
+        return Err(HostError::Invalid(format!(
+            "invalid spoof-check MAC {text:?}: a multicast or broadcast address is never a source; give the container interface's MAC"
+        )));
+    }
+    Ok(text.to_ascii_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,6 +396,40 @@ mod tests {
             assert!(
                 matches!(&error, HostError::Invalid(message) if message.contains("condition")),
                 "{tokens:?}: {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn spoof_check_arguments_accepted() {
+        let spec = spoof_check_from_wit("veth0a1b2c3d", "0A:58:0a:F4:0a:02").unwrap();
+        assert_eq!(spec.host_link, "veth0a1b2c3d");
+        assert_eq!(spec.mac, "0a:58:0a:f4:0a:02");
+    }
+
+    #[test]
+    fn spoof_check_arguments_rejected() {
+        let cases = [
+            ("veth*", "0a:58:0a:f4:0a:02", "veth*"),
+            ("veth\"x", "0a:58:0a:f4:0a:02", "veth"),
+            ("", "0a:58:0a:f4:0a:02", "interface name"),
+            (
+                "a-name-over-15-bytes",
+                "0a:58:0a:f4:0a:02",
+                "a-name-over-15-bytes",
+            ),
+            ("veth1", "0a:58:0a:f4:0a", "0a:58:0a:f4:0a"),
+            ("veth1", "0a-58-0a-f4-0a-02", "0a-58-0a-f4-0a-02"),
+            ("veth1", "0a:58:0a:f4:0a:2", "0a:58:0a:f4:0a:2"),
+            ("veth1", "0a:58:0a:f4:0a:zz", "0a:58:0a:f4:0a:zz"),
+            ("veth1", "ff:ff:ff:ff:ff:ff", "multicast"),
+            ("veth1", "01:00:5e:00:00:01", "multicast"),
+        ];
+        for (link, mac, needle) in cases {
+            let error = spoof_check_from_wit(link, mac).unwrap_err();
+            assert!(
+                matches!(&error, HostError::Invalid(message) if message.contains(needle)),
+                "{link:?} {mac:?}: {error:?}"
             );
         }
     }

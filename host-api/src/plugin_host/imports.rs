@@ -5,9 +5,12 @@
 use serde_json::json;
 
 use super::cniwasm::host::{
-    address, dns, filter, ipam, ipam_store, link, log, nat, route, state, sysctl, types,
+    address, dns, filter, ipam, ipam_store, link, log, nat, route, spoof_check, state, sysctl,
+    types,
 };
-use super::convert::{port_map_from_wit, port_vlans_from_wit, route_from_wit, route_to_wit};
+use super::convert::{
+    port_map_from_wit, port_vlans_from_wit, route_from_wit, route_to_wit, spoof_check_from_wit,
+};
 use super::{
     Call, HostContext, HostError, IpamCommand, Netns, WitCniError, check_ifname, namespace,
     parse_net, random_veth_name,
@@ -646,6 +649,56 @@ impl filter::Host for HostContext {
 
     fn remove_forward_rules(&mut self, addresses: Vec<String>) -> HostResult<()> {
         self.forward_call(ForwardOperation::Remove, addresses, None)
+    }
+}
+
+impl spoof_check::Host for HostContext {
+    fn add(&mut self, host_link: String, mac: String) -> HostResult<()> {
+        let spec = match spoof_check_from_wit(&host_link, &mac) {
+            Ok(spec) => spec,
+            Err(error) => return Ok(Err(error)),
+        };
+        let call = Call {
+            operation: "spoof-check.add",
+            arguments: json!({"hostLink": spec.host_link, "mac": spec.mac, "id": self.owner.spoof_check_id()}),
+            requests: vec![Request::SpoofCheck {
+                link: &spec.host_link,
+            }],
+        };
+        let owner = self.owner.clone();
+
+        self.dispatch(
+            call,
+            |kernel, rules| rules.spoof_check(kernel, &owner, &spec),
+            |kernel, owner| {
+                // nft accepts a rule for an interface name that does not
+                // exist, so a missing veth is reported here.
+                if kernel
+                    .netlink
+                    .get_link(Namespace::Host, &spec.host_link)?
+                    .is_none()
+                {
+                    return Err(HostError::NotFound(format!(
+                        "host link {:?} not found",
+                        spec.host_link
+                    )));
+                }
+                Ok(kernel.spoof_check.add_spoof_check(owner, &spec)?)
+            },
+        )
+    }
+
+    fn remove(&mut self) -> HostResult<()> {
+        let call = Call {
+            operation: "spoof-check.remove",
+            arguments: json!({"id": self.owner.spoof_check_id()}),
+            requests: vec![Request::RemoveSpoofCheck],
+        };
+        self.dispatch(
+            call,
+            |_, _| None,
+            |kernel, owner| Ok(kernel.spoof_check.remove_spoof_check(owner)?),
+        )
     }
 }
 

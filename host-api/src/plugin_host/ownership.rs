@@ -5,13 +5,15 @@
 //! host sysctls of those links plus IP forwarding, and set bridge-port
 //! VLANs only on a port it created. NAT rules may only point
 //! at addresses of the attachment's own interface, and so may forwarding
-//! rules, whose admin chain must not be a built-in chain or target.
+//! rules, whose admin chain must not be a built-in chain or target. A MAC
+//! spoof check may guard only a host veth this chain operation created, and
+//! allow only the MAC of the attachment's interface in the container.
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::kernel::{Kernel, Namespace, Owner};
+use crate::kernel::{Kernel, Namespace, Owner, SpoofCheckSpec};
 use crate::policy::{Decision, PluginPolicy};
 
 pub(super) struct Ownership<'a> {
@@ -217,5 +219,52 @@ impl Ownership<'_> {
                 format!("{name} is a built-in chain or target, not an admin chain"),
             )
         })
+    }
+
+    /// Checks a MAC spoof check to install. Its link must be a veth this
+    /// chain operation created, because a check on a bridge or another
+    /// container's port would drop that traffic. Its MAC must be the MAC of
+    /// the attachment's interface in the container, so that a plugin cannot
+    /// let its container send as another.
+    pub fn spoof_check(
+        &self,
+        kernel: &mut Kernel,
+        owner: &Owner,
+        spec: &SpoofCheckSpec,
+    ) -> Option<Decision> {
+        let link = &spec.host_link;
+        if !self.created.iter().any(|created| created == link) {
+            return Some(Decision::ownership(
+                "spoofCheck",
+                format!("host link {link:?} was not created for this attachment"),
+            ));
+        }
+        if let Ok(Some(info)) = kernel.netlink.get_link(Namespace::Host, link)
+            && info.kind != "veth"
+        {
+            return Some(Decision::ownership(
+                "spoofCheck",
+                format!(
+                    "host link {link:?} is a {} and not a veth: a spoof check guards a container's host veth",
+                    info.kind
+                ),
+            ));
+        }
+
+        let ifname = &owner.ifname;
+        match kernel.netlink.get_link(Namespace::Container, ifname) {
+            Ok(Some(info)) if info.mac == spec.mac => None,
+            Ok(Some(info)) => Some(Decision::ownership(
+                "spoofCheck",
+                format!(
+                    "MAC {} is not the MAC of {ifname} in this container, {}",
+                    spec.mac, info.mac
+                ),
+            )),
+            _ => Some(Decision::ownership(
+                "spoofCheck",
+                format!("{ifname} does not exist in this container, so its MAC is unknown"),
+            )),
+        }
     }
 }

@@ -502,7 +502,7 @@ pub(super) fn check(policy: &PluginPolicy, request: &Request<'_>) -> Decision {
                 .or_else(|| rules.check_mtu(*mtu))
                 .or_else(|| rules.check_tx_queue_len(*tx_queue_len))
         }),
-        Request::PortVlans { name } => policy
+        Request::PortVlans { name } | Request::SpoofCheck { link: name } => policy
             .links
             .as_ref()
             .and_then(|rules| rules.check_host_name(name)),

@@ -191,6 +191,7 @@ mod tests {
             force_address: false,
             mac: None,
             disable_container_interface: false,
+            mac_spoof_check: false,
             vlan: Default::default(),
         }
     }

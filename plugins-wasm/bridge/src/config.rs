@@ -34,6 +34,9 @@ pub struct BridgeConfig {
     pub mac: Option<String>,
     /// Whether the container end stays down, which is valid only without IPAM.
     pub disable_container_interface: bool,
+    /// Whether frames from the container with a source MAC other than its
+    /// interface's are dropped on the bridge (`macspoofchk`).
+    pub mac_spoof_check: bool,
     /// The host port's VLANs.
     pub vlan: VlanConfig,
 }
@@ -99,13 +102,6 @@ impl BridgeConfig {
                 "vlan or vlanTrunk with isGateway or isDefaultGateway is not supported by this bridge plugin, which cannot create the VLAN gateway interface: remove isGateway, or put the gateway on a router outside the bridge",
             ));
         }
-        // TODO: the host API has no MAC spoof-check calls yet, so the key
-        // is rejected instead of ignored.
-        if raw.macspoofchk {
-            return Err(unsupported(
-                "macspoofchk true is not supported by this bridge plugin: remove it",
-            ));
-        }
         check_masquerade_backend(raw.ip_masq_backend.as_deref())?;
 
         let name = raw.bridge.filter(|name| !name.is_empty());
@@ -122,6 +118,7 @@ impl BridgeConfig {
             force_address: raw.force_address,
             mac: requested_mac(config, inv),
             disable_container_interface: raw.disable_container_interface,
+            mac_spoof_check: raw.macspoofchk,
             vlan,
         })
     }
@@ -283,6 +280,18 @@ mod tests {
         );
         assert!(!with_keys(json!({})).unwrap().port_isolation);
         let error = with_keys(json!({"portIsolation": "yes"})).unwrap_err();
+        assert_eq!(error.code, 7);
+    }
+
+    #[test]
+    fn macspoofchk_read() {
+        assert!(
+            with_keys(json!({"macspoofchk": true}))
+                .unwrap()
+                .mac_spoof_check
+        );
+        assert!(!with_keys(json!({})).unwrap().mac_spoof_check);
+        let error = with_keys(json!({"macspoofchk": "yes"})).unwrap_err();
         assert_eq!(error.code, 7);
     }
 

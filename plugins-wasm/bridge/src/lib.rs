@@ -14,7 +14,7 @@ use cniwasm_plugin_sdk::link::{self, BridgeSpec, LinkInfo, LinkSettings, VethPai
 use cniwasm_plugin_sdk::{
     AddOutput, CniError, HostResultExt, Invocation, Netns, Plugin, PluginConfig, address, codes,
     delegate_ipam_add, delegate_ipam_check, delegate_ipam_del, delegate_ipam_status,
-    describe_host_error, logging, nat, route, sysctl,
+    describe_host_error, logging, nat, route, spoof_check, sysctl,
 };
 
 use crate::addressing::{BridgeAddressPlan, apply_gateways, container_routes, plan_bridge_address};
@@ -79,12 +79,26 @@ impl Plugin for Bridge {
         if config.ipam_type().is_some() {
             delegate_ipam_del()?;
         }
+        // The reference plugin logs a failed removal and goes on. Unlike the
+        // reference, this runs without a namespace too, so a DEL after the
+        // container is gone still removes the chains.
+        if options.mac_spoof_check
+            && let Err(error) = spoof_check::remove()
+        {
+            logging::warn(&format!(
+                "failed to remove the macspoofchk rules of {:?}: {}",
+                inv.ifname,
+                describe_host_error(&error)
+            ));
+        }
         if options.ip_masq {
             nat::remove_masquerade().context("failed to remove masquerade rules")?;
         }
         Ok(())
     }
 
+    /// Like the reference plugin (v1.1.1), CHECK does not look at the
+    /// macspoofchk rules.
     fn check(inv: &Invocation, config: &PluginConfig) -> Result<(), CniError> {
         let options = BridgeConfig::parse(config, inv)?;
         if config.ipam_type().is_some() {
@@ -115,6 +129,7 @@ cniwasm_plugin_sdk::export_plugin!(Bridge);
 #[derive(Default)]
 struct Undo {
     container_link: Option<String>,
+    spoof_check: bool,
     ipam_allocated: bool,
     masquerade: bool,
 }
@@ -136,6 +151,14 @@ impl Undo {
         {
             logging::warn(&format!(
                 "failed to release IPAM addresses after a failed ADD: {error}"
+            ));
+        }
+        if self.spoof_check
+            && let Err(error) = spoof_check::remove()
+        {
+            logging::warn(&format!(
+                "failed to remove the macspoofchk rules after a failed ADD: {}",
+                describe_host_error(&error)
             ));
         }
         if let Some(name) = &self.container_link
@@ -178,6 +201,14 @@ struct Attachment<'a> {
 impl Attachment<'_> {
     fn complete(&self, undo: &mut Undo) -> Result<cniwasm_types::Result, CniError> {
         self.attach_host_veth()?;
+        // The reference plugin installs the check right after the veth, so
+        // a container never sends through an unchecked port. A failed
+        // install may leave the chains of its first nft transaction, so the
+        // undo step is armed before it.
+        if self.options.mac_spoof_check {
+            undo.spoof_check = true;
+            self.install_spoof_check()?;
+        }
 
         let mut result = cniwasm_types::Result {
             interfaces: self.interfaces(),
@@ -234,6 +265,16 @@ impl Attachment<'_> {
 
         set_sysctl_best_effort(Netns::Host, &format!("net/ipv6/conf/{host}/accept_ra"), "0");
         Ok(())
+    }
+
+    /// Drops frames that enter the bridge from the host veth with a source
+    /// MAC other than the container interface's.
+    fn install_spoof_check(&self) -> Result<(), CniError> {
+        let host = &self.pair.host.name;
+        let mac = &self.pair.container.mac;
+        spoof_check::add(host, mac).context(&format!(
+            "macspoofchk failed on host veth {host:?} for container MAC {mac}"
+        ))
     }
 
     fn interfaces(&self) -> Vec<Interface> {
