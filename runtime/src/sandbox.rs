@@ -215,7 +215,10 @@ pub fn call_plugin(
     let stderr = MemoryOutputPipe::new(STDERR_BYTES);
 
     let mut store = new_store(engine, &call, host, stderr.clone())?;
-    let outcome = run_export(engine, &call, &mut store);
+    let outcome = {
+        let _tokio = wasi_runtime().enter();
+        run_export(engine, &call, &mut store)
+    };
 
     let stderr_text = String::from_utf8_lossy(&stderr.contents()).into_owned();
     if !stderr_text.trim().is_empty() {
@@ -239,6 +242,22 @@ pub fn call_plugin(
 
     record_summary(&call, &store, &outcome, started);
     outcome
+}
+
+/// The tokio runtime that WASI's file calls run on. Without a current
+/// runtime, wasmtime-wasi builds a multi-thread one on first use, which
+/// reads the cgroup CPU quota and starts a worker per core; that showed up
+/// in host-local's first file access of each `cniwasm add`. The calls run on
+/// the calling thread (`allow_blocking_current_thread`), so a current-thread
+/// runtime is enough.
+fn wasi_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a current-thread tokio runtime needs no resources")
+    });
+    &RUNTIME
 }
 
 /// Calls the `supported-versions` export in a store whose host side has no
