@@ -244,12 +244,12 @@ pub fn call_plugin(
     outcome
 }
 
-/// The tokio runtime that WASI's file calls run on. Without a current
-/// runtime, wasmtime-wasi builds a multi-thread one on first use, which
-/// reads the cgroup CPU quota and starts a worker per core; that showed up
-/// in host-local's first file access of each `cniwasm add`. The calls run on
-/// the calling thread (`allow_blocking_current_thread`), so a current-thread
-/// runtime is enough.
+/// Returns the tokio runtime that WASI's file calls run on. Without a
+/// current runtime, wasmtime-wasi builds a multi-thread one on first use,
+/// which reads the cgroup CPU quota and starts a worker per core. strace
+/// showed that work at host-local's first file access in each ADD. The
+/// calls run on the calling thread (`allow_blocking_current_thread`), so a
+/// current-thread runtime is enough.
 fn wasi_runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
         tokio::runtime::Builder::new_current_thread()

@@ -21,9 +21,9 @@ use ipnet::IpNet;
 
 use super::rules::{Family, Rule};
 
-/// One nf_tables expression of a rule. Registers are left out: iptables-nft
-/// loads into register 1 and gives verdicts in register 0, and so does
-/// [`Expr::attribute`].
+/// One nf_tables expression of a rule. Registers are left out, because
+/// iptables-nft loads into register 1 and gives verdicts in register 0, and
+/// the netlink encoding in `nftables` does the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Expr {
     Meta {
@@ -151,9 +151,9 @@ pub(crate) fn same_rule(dumped: &[Expr], expected: &[Expr]) -> bool {
     significant(dumped) == significant(expected)
 }
 
-/// The words of a rule, reading a double-quoted word with its `\"` and
-/// `\\` escapes as `quote` in [`super::rules`] writes it. Returns `None` on
-/// an unterminated quote.
+/// Splits a rule into words. A double-quoted word keeps the `\"` and `\\`
+/// escapes that `quote` in [`super::rules`] writes. Returns `None` on an
+/// unterminated quote.
 fn split_words(spec: &str) -> Option<Vec<String>> {
     let mut words = Vec::new();
     let mut chars = spec.chars().peekable();
@@ -404,9 +404,9 @@ fn nat_range2(destination: SocketAddr) -> Vec<u8> {
     info
 }
 
-/// An address match as iptables-nft 1.8 builds it: a prefix that ends on a
-/// byte boundary loads only its bytes, any other loads the whole address
-/// and masks it.
+/// Builds an address match as iptables-nft 1.8 does. A prefix that ends on
+/// a byte boundary loads only its bytes, and any other loads the whole
+/// address and masks it.
 fn address_match(offset: u32, net: IpNet, negated: bool) -> Vec<Expr> {
     let op = if negated { NFT_CMP_NEQ } else { NFT_CMP_EQ };
     let address = match net.trunc().addr() {

@@ -173,11 +173,11 @@ impl NftSocket {
     }
 
     /// Tells whether a rule of `parent` jumps or goes to `target`. A missing
-    /// table or chain has no such rule. The dump stops at the first such
-    /// rule, on a socket of its own that is closed with the dump unfinished:
-    /// the kernel builds a dump one datagram at a time as it is read, and
-    /// the shared jumps are inserted first, so with the masquerade jumps of
-    /// 500 containers in POSTROUTING this reads one datagram, not all 500.
+    /// table or chain has no such rule. The dump runs on a socket of its
+    /// own and stops at the first such rule, and the socket closes with the
+    /// rest unread. The kernel builds a dump one datagram at a time as it is
+    /// read, and the shared jumps are inserted first. So with the masquerade
+    /// jumps of 500 containers in POSTROUTING, this reads one datagram.
     pub(crate) fn has_jump(
         &mut self,
         family: Family,

@@ -602,9 +602,9 @@ fn nf_tables_commit_failure_reported() {
     });
 }
 
-/// The rules of every kind cniwasm writes, in `family`: the masquerade of
-/// one owner and the port mappings of another with SNAT, a host IP, UDP and
-/// masquerading from anywhere.
+/// Returns the rules of every kind cniwasm writes, in `family`: the
+/// masquerade of one owner and the port mappings of two others, with SNAT,
+/// a host IP, UDP and masquerading from anywhere.
 fn rules_of_every_kind(family: Family) -> Vec<Rule> {
     let (address, host_ip) = match family {
         Family::V4 => ("10.244.10.7/24", "127.0.0.1"),
@@ -680,9 +680,9 @@ fn encoded_rules_match_iptables_nft() {
 }
 
 /// A new owner's masquerade and port mappings go over nf_tables netlink
-/// once the shared rules exist, and iptables-save then prints exactly the
-/// lines that iptables-restore would have written: CHECK, which compares
-/// those lines, passes, and the removal leaves the first owner's rules.
+/// once the shared rules exist. iptables-save then prints exactly the lines
+/// that iptables-restore would have written, so CHECK, which compares those
+/// lines, passes. The removal leaves the first owner's rules.
 #[test]
 fn new_owner_added_over_nf_tables() {
     privileged("new_owner_added_over_nf_tables", || {
