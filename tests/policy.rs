@@ -792,7 +792,9 @@ fn ungranted_spoof_check_import_rejected() {
          "ipam": {"type": "host-local", "subnet": "10.244.30.0/24"}}]});
     let case = Case::with_list(&list.to_string(), "enforce");
     let audit_log = case.scenario.dir.path().join("audit.log");
-    let mut imports = vec!["link", "address", "route", "sysctl", "nat", "ipam", "log"];
+    let mut imports = vec![
+        "link", "address", "route", "sysctl", "nat", "nft-nat", "ipam", "log",
+    ];
     let without = json!({"auditLog": audit_log, "plugins": {"bridge": {"imports": imports}}});
     std::fs::write(&case.policy, without.to_string()).unwrap();
 
