@@ -179,12 +179,12 @@ fn second_container_reaches_first_with_masq_all() {
             .any(|line| line.starts_with("ip saddr 0.0.0.0/0 ip daddr 10.244.94.")),
         "{listed:#?}"
     );
-    let scenario_second = &scenario;
-    let second_result = scenario_second.cniwasm(
-        &["add", NETWORK, second.path().to_str().unwrap()],
-        &[("CAP_ARGS", r#"{"portMappings":[]}"#)],
-    );
-    second_result.assert_success();
+    scenario
+        .cniwasm(
+            &["add", NETWORK, second.path().to_str().unwrap()],
+            &[("CAP_ARGS", r#"{"portMappings":[]}"#)],
+        )
+        .assert_success();
 
     assert_eq!(http_get(&second, &url).as_deref(), Some("first container"));
 

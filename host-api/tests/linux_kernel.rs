@@ -1000,9 +1000,9 @@ fn spoof_check_removal_without_table() {
 }
 
 /// Returns `nft list table FAMILY NAME` in the form of the reference's test
-/// vectors, the dump of knftables' fake: one `add` line for the table, each
-/// chain and each rule, chains sorted by name, rules grouped by chain in
-/// chain-name order, and base-chain priorities as numbers.
+/// vectors, the dump of knftables' fake. That dump has one `add` line for
+/// the table, each chain and each rule. Chains are sorted by name, rules
+/// grouped by chain in chain-name order, and priorities are numbers.
 fn nft_dump(family: &str, table: &str) -> Vec<String> {
     let listing = run("nft", &["list", "table", family, table]);
     let prefix = format!("{family} {table}");
@@ -1110,7 +1110,7 @@ fn daddr_condition(protocol: &'static str, net: &str) -> NftMatch {
     }
 }
 
-/// The mappings of the reference's nftables test, split by family as the
+/// Returns the mappings of the reference's nftables test, split by family as the
 /// portmap plugin splits them: a host IP of the other family drops a
 /// mapping, and `0.0.0.0` and `::` match any address of their own family.
 fn reference_spec(ipv4: bool, snat: bool) -> NftPortMapSpec {

@@ -801,8 +801,8 @@ fn nft_owner() -> Owner {
 }
 
 /// With both nftables backends, ADD masquerades through `nft-nat` with
-/// the result's addresses, maps the port with typed conditions, and sets
-/// route_localnet; no iptables rule is made. DEL removes both.
+/// the result's addresses and maps the port with typed conditions. No
+/// iptables rule is made, and DEL removes both.
 #[test]
 fn nft_backends_add_and_del() {
     let dir = tempfile::tempdir().unwrap();

@@ -73,8 +73,8 @@ impl Owner {
     }
 }
 
-/// The longest rule comment the reference plugins write, in bytes
-/// (knftables' `CommentLengthMax`).
+/// The maximum length of a rule comment the reference plugins write, in
+/// bytes (knftables' `CommentLengthMax`).
 const MAX_RULE_COMMENT: usize = 128;
 
 /// Returns the first 16 hex digits of the SHA-512 of `text`.

@@ -2,10 +2,10 @@
 //! (`nft -j`, libnftables-json(5)), shared by the MAC spoof checks and the
 //! nftables NAT rules.
 //!
-//! The JSON is built with serde_json rather than the `nftables` crate: a
-//! few `json!` literals express the reference plugins' tables, chains and
-//! rules directly, and the crate would add schema types that the callers
-//! would still have to map those layouts onto.
+//! The JSON is built with serde_json rather than the `nftables` crate,
+//! because a few `json!` literals express the reference plugins' tables,
+//! chains and rules directly. The crate would add schema types that the
+//! callers would still have to map those layouts onto.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -21,8 +21,8 @@ const NFT: &str = "nft";
 #[derive(Debug, Clone)]
 pub(crate) struct NftProgram {
     program: String,
-    /// What needs the program, for the message when it is missing, such as
-    /// `MAC spoof checks`.
+    /// The feature that needs the program, named in the message when it is
+    /// missing, such as `MAC spoof checks`.
     purpose: &'static str,
 }
 

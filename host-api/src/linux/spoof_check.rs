@@ -44,7 +44,7 @@ pub struct NftSpoofCheck {
     nft: NftProgram,
 }
 
-/// What needs `nft`, for the message when it is missing.
+/// The feature that needs `nft`, named in the message when it is missing.
 const PURPOSE: &str = "MAC spoof checks";
 
 impl Default for NftSpoofCheck {

@@ -366,7 +366,7 @@ const NFT_PORT_FIELDS: &[&str] = &["sport", "dport"];
 /// The `meta` keys a condition may match on.
 const NFT_META_KEYS: &[&str] = &["iifname", "oifname", "mark"];
 
-/// What the value of a match must be.
+/// The kind of value a match takes.
 #[derive(Debug, Clone, Copy)]
 enum NftValueKind {
     Address,

@@ -81,9 +81,9 @@ fn add_iptables(specs: &[PortMapSpec]) -> Result<(), CniError> {
     Ok(())
 }
 
-/// Adds each family's mappings. When a later family fails, the rules of
-/// the earlier ones are removed, so that a failed ADD leaves none of the
-/// container's rules; each family's own transaction is atomic.
+/// Adds each family's mappings. Each family's rules go in as one atomic
+/// transaction. When a later family fails, the earlier families' rules are
+/// removed, so a failed ADD leaves none of the container's rules.
 fn add_nftables(specs: &[PortMapSpec]) -> Result<(), CniError> {
     for spec in specs {
         let added = nft_nat::add_port_mappings(&nft_spec(spec.clone())).context(&format!(
@@ -283,8 +283,8 @@ impl RawOptions {
     }
 }
 
-/// Returns the backend whose syntax `conditions` use, as the reference
-/// tells them apart: a first token that starts with `-` or `!` is an
+/// Returns the backend whose syntax `conditions` use, by the reference's
+/// rule: a first token that starts with `-` or `!` is an
 /// iptables match, any other an nftables one. No conditions, or an empty
 /// first token, belong to neither.
 fn conditions_backend(conditions: &[String]) -> Option<Backend> {

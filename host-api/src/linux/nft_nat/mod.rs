@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::nft::{NftProgram, matching, payload};
 use crate::kernel::{KernelError, NftMatch, NftNat, NftPortMapSpec, NftSelector, NftValue, Owner};
 
-/// What needs `nft`, for the message when it is missing.
+/// The feature that needs `nft`, named in the message when it is missing.
 const PURPOSE: &str = "the nftables backends of portmap and of the bridge's ipMasq";
 
 /// [`NftNat`] over the `nft` program.

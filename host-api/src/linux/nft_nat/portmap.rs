@@ -125,8 +125,8 @@ fn dnat_expr(family: &str, container: IpAddr, mapping: &PortMapping) -> Vec<Valu
     expr
 }
 
-/// The hairpin rule, from the container (or from anywhere with
-/// `masqAll`) to itself, and for IPv4 without `masqAll` the rule for
+/// Returns the masquerade rules: hairpin traffic from the container (or
+/// from anywhere with `masqAll`) to itself, and for IPv4 without `masqAll`
 /// traffic from 127.0.0.1, which `route_localnet` lets reach the container.
 fn masquerade_exprs(family: &str, spec: &NftPortMapSpec) -> Vec<Vec<Value>> {
     let container = spec.container_address.addr();
