@@ -9,7 +9,8 @@
 //! reference's own test vectors in host-api/tests/linux_kernel.rs instead.
 
 use cniwasm_integration_tests::{
-    CliOutput, HttpServer, Netns, Scenario, assert_cni_error, container_id, http_get, require_root,
+    CliOutput, HttpServer, Netns, Scenario, assert_cni_error, container_id, http_get, ip_only_path,
+    require_root,
 };
 use serde_json::{Value, json};
 
@@ -209,14 +210,7 @@ fn missing_nft_fails_add() {
     let scenario = scenario(json!({}));
     let container = Netns::create("cwc");
     let host_links = scenario.host.link_names();
-    // A PATH with `ip` alone, which runs cniwasm in the host namespace.
-    let bin = scenario.dir.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    let ip = ["/usr/sbin/ip", "/usr/bin/ip", "/sbin/ip", "/bin/ip"]
-        .into_iter()
-        .find(|path| std::path::Path::new(path).is_file())
-        .expect("ip is installed");
-    std::os::unix::fs::symlink(ip, bin.join("ip")).unwrap();
+    let bin = ip_only_path(scenario.dir.path());
     let netns = container.path().to_str().unwrap().to_string();
 
     let output = scenario.cniwasm(
