@@ -816,23 +816,30 @@ fn assert_add_rejected(list: &Value, code: u64, key: &str) {
     );
 }
 
+/// Unknown backends, and options of the backend not chosen, fail ADD with
+/// code 7 and leave nothing behind. The nftables backends themselves are
+/// tested in portmap_nftables.rs.
 #[test]
-fn unimplemented_options_rejected() {
+fn invalid_options_rejected() {
     if !require_root() {
         return;
     }
     let bridge_cases = [(
-        json!({"ipMasq": true, "ipMasqBackend": "nftables"}),
-        "ipMasqBackend",
+        json!({"ipMasq": true, "ipMasqBackend": "ebtables"}),
+        "ipMasqBackend \"ebtables\"",
     )];
     for (options, key) in bridge_cases {
-        assert_add_rejected(&bridge_list("1.0.0", options, &[portmap()]), 2, key);
+        assert_add_rejected(&bridge_list("1.0.0", options, &[portmap()]), 7, key);
     }
     let portmap_cases = [
-        (json!({"backend": "nftables"}), "backend"),
+        (json!({"backend": "pf"}), "backend \"pf\""),
         (
             json!({"conditionsV4": ["ip", "saddr", "10.0.0.0/8"]}),
-            "conditionsV4",
+            "nftables-specific options [conditionsV4]",
+        ),
+        (
+            json!({"backend": "nftables", "externalSetMarkChain": "KUBE-MARK-MASQ"}),
+            "iptables-specific options [externalSetMarkChain]",
         ),
     ];
     for (options, key) in portmap_cases {
@@ -840,7 +847,7 @@ fn unimplemented_options_rejected() {
         for (name, value) in options.as_object().unwrap() {
             plugin[name] = value.clone();
         }
-        assert_add_rejected(&bridge_list("1.0.0", json!({}), &[plugin]), 2, key);
+        assert_add_rejected(&bridge_list("1.0.0", json!({}), &[plugin]), 7, key);
     }
 
     let with_ipam = bridge_list("1.0.0", json!({"disableContainerInterface": true}), &[]);

@@ -5,7 +5,7 @@
 //! the package to install. Traffic stays between the test's own namespaces.
 
 use cniwasm_integration_tests::{
-    CliOutput, Netns, Scenario, assert_cni_error, container_id, require_root,
+    CliOutput, Netns, Scenario, assert_cni_error, container_id, ip_only_path, require_root,
 };
 use serde_json::{Value, json};
 
@@ -200,13 +200,7 @@ fn missing_nft_fails_add() {
     let netns = container.path().to_str().unwrap().to_string();
     // A PATH with `ip` alone, which runs cniwasm in the host namespace;
     // cniwasm itself starts no other program for this list.
-    let bin = scenario.dir.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    let ip = ["/usr/sbin/ip", "/usr/bin/ip", "/sbin/ip", "/bin/ip"]
-        .into_iter()
-        .find(|path| std::path::Path::new(path).is_file())
-        .expect("ip is installed");
-    std::os::unix::fs::symlink(ip, bin.join("ip")).unwrap();
+    let bin = ip_only_path(scenario.dir.path());
     let path = bin.to_str().unwrap();
 
     let output = scenario.cniwasm(&["add", NETWORK, &netns], &[("PATH", path)]);

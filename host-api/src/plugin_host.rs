@@ -417,6 +417,7 @@ fn random_veth_name() -> Result<String, HostError> {
 mod convert;
 mod imports;
 mod ipam_store;
+mod nft_nat;
 mod ownership;
 mod resolv;
 mod state;

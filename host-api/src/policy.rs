@@ -24,6 +24,7 @@ pub const HOST_INTERFACES: &[&str] = &[
     "nat",
     "filter",
     "spoof-check",
+    "nft-nat",
     "ipam",
     "ipam-store",
     "dns",
@@ -606,6 +607,20 @@ pub enum Request<'a> {
     },
     /// Removing the attachment's own MAC spoof check.
     RemoveSpoofCheck,
+    /// A port mapping of the nftables backend, checked against the same
+    /// `portMappings` section as [`Request::PortMapping`].
+    NftPortMapping {
+        host_port: u16,
+        host_ip: Option<IpAddr>,
+        protocol: &'a str,
+    },
+    /// A masquerade source of the nftables backend, checked against the
+    /// same `masquerade` section as [`Request::Masquerade`].
+    NftMasquerade {
+        source: IpNet,
+    },
+    /// Removing the attachment's own nftables port mappings or masquerade.
+    RemoveNftNat,
     Ipam,
     /// Reading the files of the plugin's own IPAM state directory.
     IpamStore,
@@ -639,6 +654,9 @@ impl Request<'_> {
             | Request::RemovePortMappings => "nat",
             Request::ForwardAddress { .. } | Request::AdminChain { .. } => "filter",
             Request::SpoofCheck { .. } | Request::RemoveSpoofCheck => "spoof-check",
+            Request::NftPortMapping { .. }
+            | Request::NftMasquerade { .. }
+            | Request::RemoveNftNat => "nft-nat",
             Request::Ipam => "ipam",
             Request::IpamStore => "ipam-store",
             Request::ResolvConf { .. } => "dns",

@@ -12,8 +12,8 @@ use ipnet::IpNet;
 
 use crate::kernel::{
     BridgeSpec, Firewall, ForwardFilter, ForwardSpec, Kernel, KernelError, KernelErrorKind,
-    LinkInfo, LinkSettings, Namespace, Netlink, Owner, PortMapSpec, PortVlans, RouteSpec,
-    SpoofCheck, SpoofCheckSpec, Sysctl, VethSpec,
+    LinkInfo, LinkSettings, Namespace, Netlink, NftNat, NftPortMapSpec, Owner, PortMapSpec,
+    PortVlans, RouteSpec, SpoofCheck, SpoofCheckSpec, Sysctl, VethSpec,
 };
 
 /// One call to the fake kernel, with its arguments.
@@ -118,6 +118,24 @@ pub enum KernelCall {
     RemoveSpoofCheck {
         owner: Owner,
     },
+    AddNftPortMappings {
+        owner: Owner,
+        spec: NftPortMapSpec,
+    },
+    CheckNftPortMappings {
+        owner: Owner,
+        spec: NftPortMapSpec,
+    },
+    RemoveNftPortMappings {
+        owner: Owner,
+    },
+    AddNftMasquerade {
+        owner: Owner,
+        addresses: Vec<IpNet>,
+    },
+    RemoveNftMasquerade {
+        owner: Owner,
+    },
 }
 
 /// The kind of a [`KernelCall`], to script failures by.
@@ -149,6 +167,11 @@ pub enum CallKind {
     RemoveForwardRules,
     AddSpoofCheck,
     RemoveSpoofCheck,
+    AddNftPortMappings,
+    CheckNftPortMappings,
+    RemoveNftPortMappings,
+    AddNftMasquerade,
+    RemoveNftMasquerade,
 }
 
 impl KernelCall {
@@ -180,6 +203,11 @@ impl KernelCall {
             KernelCall::RemoveForwardRules { .. } => CallKind::RemoveForwardRules,
             KernelCall::AddSpoofCheck { .. } => CallKind::AddSpoofCheck,
             KernelCall::RemoveSpoofCheck { .. } => CallKind::RemoveSpoofCheck,
+            KernelCall::AddNftPortMappings { .. } => CallKind::AddNftPortMappings,
+            KernelCall::CheckNftPortMappings { .. } => CallKind::CheckNftPortMappings,
+            KernelCall::RemoveNftPortMappings { .. } => CallKind::RemoveNftPortMappings,
+            KernelCall::AddNftMasquerade { .. } => CallKind::AddNftMasquerade,
+            KernelCall::RemoveNftMasquerade { .. } => CallKind::RemoveNftMasquerade,
         }
     }
 
@@ -249,6 +277,12 @@ struct Model {
     forward_accepts: Vec<IpAddr>,
     /// Installed MAC spoof checks, one per attachment.
     spoof_checks: HashMap<Owner, SpoofCheckSpec>,
+    /// nftables port mappings in the order they were added. Like the
+    /// reference's rules, a repeated add appends and removal goes by
+    /// container id alone.
+    nft_port_mappings: Vec<(Owner, NftPortMapSpec)>,
+    /// nftables masquerade sources per attachment.
+    nft_masquerades: HashMap<Owner, Vec<IpNet>>,
     failures: Vec<ScriptedFailure>,
     counts: HashMap<CallKind, usize>,
 }
@@ -294,7 +328,8 @@ impl RecordingKernel {
             sysctl: Box::new(fake.clone()),
             firewall: Box::new(fake.clone()),
             filter: Box::new(fake.clone()),
-            spoof_check: Box::new(fake),
+            spoof_check: Box::new(fake.clone()),
+            nft_nat: Box::new(fake),
         };
         (kernel, Recorder { shared })
     }
@@ -458,6 +493,28 @@ impl Recorder {
     /// Returns the admin chains created so far.
     pub fn admin_chains(&self) -> Vec<String> {
         lock(&self.shared.model).admin_chains.clone()
+    }
+
+    /// Returns the nftables port mappings added for `owner` and not
+    /// removed, in the order they were added.
+    pub fn nft_port_mappings(&self, owner: &Owner) -> Vec<NftPortMapSpec> {
+        let model = lock(&self.shared.model);
+        model
+            .nft_port_mappings
+            .iter()
+            .filter(|(added, _)| added == owner)
+            .map(|(_, spec)| spec.clone())
+            .collect()
+    }
+
+    /// Returns the nftables masquerade sources of `owner`.
+    pub fn nft_masquerade(&self, owner: &Owner) -> Vec<IpNet> {
+        let model = lock(&self.shared.model);
+        model
+            .nft_masquerades
+            .get(owner)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Returns the MAC spoof check installed for `owner`, if any.
@@ -1073,6 +1130,91 @@ impl SpoofCheck for RecordingKernel {
         };
         self.record(call, |model| {
             model.spoof_checks.remove(owner);
+            Ok(())
+        })
+    }
+}
+
+impl NftNat for RecordingKernel {
+    fn add_port_mappings(
+        &mut self,
+        owner: &Owner,
+        spec: &NftPortMapSpec,
+    ) -> Result<(), KernelError> {
+        let call = KernelCall::AddNftPortMappings {
+            owner: owner.clone(),
+            spec: spec.clone(),
+        };
+        self.record(call, |model| {
+            model.nft_port_mappings.push((owner.clone(), spec.clone()));
+            Ok(())
+        })
+    }
+
+    /// Passes when an added spec of the owner, of the same family, has
+    /// every mapping of `spec`, and SNAT when `spec` has it.
+    fn check_port_mappings(
+        &mut self,
+        owner: &Owner,
+        spec: &NftPortMapSpec,
+    ) -> Result<(), KernelError> {
+        let call = KernelCall::CheckNftPortMappings {
+            owner: owner.clone(),
+            spec: spec.clone(),
+        };
+        self.record(call, |model| {
+            let covers = |added: &NftPortMapSpec| {
+                same_family(added.container_address, spec.container_address)
+                    && spec.mappings.iter().all(|m| added.mappings.contains(m))
+                    && (added.snat || !spec.snat)
+            };
+            let installed = model
+                .nft_port_mappings
+                .iter()
+                .any(|(added_owner, added)| added_owner == owner && covers(added));
+            match installed {
+                true => Ok(()),
+                false => Err(not_found(
+                    Namespace::Host,
+                    "check nftables port mappings".into(),
+                    "nftables port mappings".into(),
+                )),
+            }
+        })
+    }
+
+    fn remove_port_mappings(&mut self, owner: &Owner) -> Result<(), KernelError> {
+        let call = KernelCall::RemoveNftPortMappings {
+            owner: owner.clone(),
+        };
+        self.record(call, |model| {
+            let id = &owner.container_id;
+            model
+                .nft_port_mappings
+                .retain(|(added, _)| &added.container_id != id);
+            Ok(())
+        })
+    }
+
+    fn add_masquerade(&mut self, owner: &Owner, addresses: &[IpNet]) -> Result<(), KernelError> {
+        let call = KernelCall::AddNftMasquerade {
+            owner: owner.clone(),
+            addresses: addresses.to_vec(),
+        };
+        self.record(call, |model| {
+            model
+                .nft_masquerades
+                .insert(owner.clone(), addresses.to_vec());
+            Ok(())
+        })
+    }
+
+    fn remove_masquerade(&mut self, owner: &Owner) -> Result<(), KernelError> {
+        let call = KernelCall::RemoveNftMasquerade {
+            owner: owner.clone(),
+        };
+        self.record(call, |model| {
+            model.nft_masquerades.remove(owner);
             Ok(())
         })
     }

@@ -7,17 +7,20 @@
 //! that a guard deletes when the test ends, also when it fails. No traffic
 //! leaves these namespaces.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cniwasm_host_api::kernel::{
-    BridgeSpec, Firewall, KernelErrorKind, LinkSettings, Namespace, Netlink, Owner, PortMapSpec,
-    PortMapping, Protocol, RouteSpec, SpoofCheck, SpoofCheckSpec, Sysctl, VethSpec,
+    BridgeSpec, Firewall, KernelErrorKind, LinkSettings, Namespace, Netlink, NftMatch, NftNat,
+    NftPortMapSpec, NftSelector, NftValue, Owner, PortMapSpec, PortMapping, Protocol, RouteSpec,
+    SpoofCheck, SpoofCheckSpec, Sysctl, VethSpec,
 };
 use cniwasm_host_api::linux::{
-    FirewallOptions, IptablesFirewall, LinuxNetlink, NftSpoofCheck, ProcSysctl, open_kernel,
+    FirewallOptions, IptablesFirewall, LinuxNetlink, NftNatRules, NftSpoofCheck, ProcSysctl,
+    open_kernel,
 };
 use ipnet::IpNet;
 use serde_json::Value;
@@ -993,5 +996,471 @@ fn spoof_check_removal_without_table() {
             .remove_spoof_check(&seed_owner())
             .unwrap();
         assert_eq!(bridge_ruleset(), Vec::<Value>::new());
+    });
+}
+
+/// Returns `nft list table FAMILY NAME` in the form of the reference's test
+/// vectors, the dump of knftables' fake. That dump has one `add` line for
+/// the table, each chain and each rule. Chains are sorted by name, rules
+/// grouped by chain in chain-name order, and priorities are numbers.
+fn nft_dump(family: &str, table: &str) -> Vec<String> {
+    let listing = run("nft", &["list", "table", family, table]);
+    let prefix = format!("{family} {table}");
+    let mut table_line = format!("add table {prefix}");
+    let mut chains: BTreeMap<String, String> = BTreeMap::new();
+    let mut rules: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut chain: Option<String> = None;
+
+    for line in listing.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with("table ") || line == "}" {
+            chain = None;
+        } else if let Some(name) = line
+            .strip_prefix("chain ")
+            .and_then(|l| l.strip_suffix(" {"))
+        {
+            chain = Some(name.to_string());
+            chains.insert(name.to_string(), format!("add chain {prefix} {name}"));
+        } else if let Some(spec) = object_spec(line) {
+            match &chain {
+                Some(name) => chains.get_mut(name).unwrap().push_str(&spec),
+                None => table_line.push_str(&spec),
+            }
+        } else {
+            let name = chain.clone().expect("a rule inside a chain");
+            let line = format!("add rule {prefix} {name} {line}");
+            rules.entry(name).or_default().push(line);
+        }
+    }
+
+    let mut dump = vec![table_line];
+    dump.extend(chains.into_values());
+    dump.extend(rules.into_values().flatten());
+    dump
+}
+
+/// Returns ` { ... ; }` for a table or chain property line of a listing:
+/// a comment, or a base chain's type, hook and priority (without the
+/// policy, which the reference's dump leaves out when it is accept).
+fn object_spec(line: &str) -> Option<String> {
+    if line.starts_with("comment ") {
+        return Some(format!(" {{ {line} ; }}"));
+    }
+    let spec = line.strip_prefix("type ")?;
+    let spec = spec.split(';').next().unwrap();
+    let (head, priority) = spec.rsplit_once(" priority ").unwrap();
+    let priority = match priority {
+        "dstnat" => "-100",
+        "srcnat" => "100",
+        number => number,
+    };
+    Some(format!(" {{ type {head} priority {priority} ; }}"))
+}
+
+/// Turns a test vector of the reference into the lines [`nft_dump`]
+/// returns here. nft prints an implicit `==` without the operator, and
+/// nft 1.0.6 neither reads nor prints table and chain comments in JSON, so
+/// those go when the listing has no table comment.
+fn expected_dump(vector: &str, listed: &[String]) -> Vec<String> {
+    let keeps_comments = listed[0].contains("comment");
+    vector
+        .trim()
+        .lines()
+        .map(|line| line.trim().replace(" == ", " ").replace("  ", " "))
+        .map(
+            |line| match (keeps_comments, line.split_once(" { comment ")) {
+                (false, Some((head, _))) if !line.starts_with("add rule") => head.to_string(),
+                _ => line,
+            },
+        )
+        .collect()
+}
+
+fn nft_owner(container_id: &str) -> Owner {
+    Owner {
+        network: "test".into(),
+        container_id: container_id.into(),
+        ifname: "eth0".into(),
+    }
+}
+
+fn nft_mapping(
+    host_port: u16,
+    container_port: u16,
+    udp: bool,
+    host_ip: Option<&str>,
+) -> PortMapping {
+    PortMapping {
+        host_port,
+        container_port,
+        protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
+        host_ip: host_ip.map(|ip| ip.parse().unwrap()),
+    }
+}
+
+/// Returns the match `PROTOCOL daddr != NET`, standing for the reference
+/// vector's placeholder conditions `a b` and `c d`, which nft would reject.
+fn daddr_condition(protocol: &'static str, net: &str) -> NftMatch {
+    NftMatch {
+        selector: NftSelector::Payload {
+            protocol,
+            field: "daddr",
+        },
+        negated: true,
+        value: NftValue::Prefix(net.parse().unwrap()),
+    }
+}
+
+/// Returns the mappings of the reference's nftables test, split by family as the
+/// portmap plugin splits them: a host IP of the other family drops a
+/// mapping, and `0.0.0.0` and `::` match any address of their own family.
+fn reference_spec(ipv4: bool, snat: bool) -> NftPortMapSpec {
+    let mut mappings = vec![
+        nft_mapping(8080, 80, false, None),
+        nft_mapping(8081, 80, false, None),
+        nft_mapping(8080, 81, true, None),
+        nft_mapping(8082, 82, true, None),
+    ];
+    let (address, condition) = match ipv4 {
+        true => {
+            mappings.push(nft_mapping(8083, 83, false, Some("192.168.0.2")));
+            mappings.push(nft_mapping(8084, 84, false, None));
+            ("10.0.0.2/24", daddr_condition("ip", "192.0.2.0/24"))
+        }
+        false => {
+            mappings.push(nft_mapping(8085, 85, false, Some("2001:db8:a::1")));
+            mappings.push(nft_mapping(8086, 86, false, None));
+            ("2001:db8::2/64", daddr_condition("ip6", "2001:db8:ff::/48"))
+        }
+    };
+    NftPortMapSpec {
+        container_address: address.parse().unwrap(),
+        mappings,
+        snat,
+        masq_all: false,
+        conditions: vec![condition],
+    }
+}
+
+/// The IPv4 dump after ADD with SNAT, from the reference's
+/// `portmap_nftables_test.go` (containernetworking/plugins after v1.9.1,
+/// commit 3d27709f), with the placeholder conditions `a b` replaced.
+/// The reference plugins installed under /usr/lib/cni are v1.1.1, which
+/// has no nftables backend, so this replaces a side-by-side run.
+const REFERENCE_V4_ADD: &str = r#"
+add table ip cni_hostport { comment "CNI portmap plugin" ; }
+add chain ip cni_hostport hostip_hostports
+add chain ip cni_hostport hostports
+add chain ip cni_hostport hostports_all
+add chain ip cni_hostport masquerading { type nat hook postrouting priority 100 ; }
+add chain ip cni_hostport output { type nat hook output priority -100 ; }
+add chain ip cni_hostport prerouting { type nat hook prerouting priority -100 ; }
+add rule ip cni_hostport hostports tcp dport 8080 dnat to 10.0.0.2:80 comment "icee6giejonei6so"
+add rule ip cni_hostport hostports tcp dport 8081 dnat to 10.0.0.2:80 comment "icee6giejonei6so"
+add rule ip cni_hostport hostports udp dport 8080 dnat to 10.0.0.2:81 comment "icee6giejonei6so"
+add rule ip cni_hostport hostports udp dport 8082 dnat to 10.0.0.2:82 comment "icee6giejonei6so"
+add rule ip cni_hostport hostports ip daddr 192.168.0.2 tcp dport 8083 dnat to 10.0.0.2:83 comment "icee6giejonei6so"
+add rule ip cni_hostport hostports tcp dport 8084 dnat to 10.0.0.2:84 comment "icee6giejonei6so"
+add rule ip cni_hostport hostports_all jump hostip_hostports
+add rule ip cni_hostport hostports_all jump hostports
+add rule ip cni_hostport masquerading ip saddr 10.0.0.2 ip daddr 10.0.0.2 masquerade comment "icee6giejonei6so"
+add rule ip cni_hostport masquerading ip saddr 127.0.0.1 ip daddr 10.0.0.2 masquerade comment "icee6giejonei6so"
+add rule ip cni_hostport output ip daddr != 192.0.2.0/24 fib daddr type local jump hostports_all
+add rule ip cni_hostport prerouting ip daddr != 192.0.2.0/24 fib daddr type local jump hostports_all
+"#;
+
+/// The IPv6 dump after ADD without SNAT, from the same test.
+const REFERENCE_V6_ADD: &str = r#"
+add table ip6 cni_hostport { comment "CNI portmap plugin" ; }
+add chain ip6 cni_hostport hostip_hostports
+add chain ip6 cni_hostport hostports
+add chain ip6 cni_hostport hostports_all
+add chain ip6 cni_hostport output { type nat hook output priority -100 ; }
+add chain ip6 cni_hostport prerouting { type nat hook prerouting priority -100 ; }
+add rule ip6 cni_hostport hostports tcp dport 8080 dnat to [2001:db8::2]:80 comment "icee6giejonei6so"
+add rule ip6 cni_hostport hostports tcp dport 8081 dnat to [2001:db8::2]:80 comment "icee6giejonei6so"
+add rule ip6 cni_hostport hostports udp dport 8080 dnat to [2001:db8::2]:81 comment "icee6giejonei6so"
+add rule ip6 cni_hostport hostports udp dport 8082 dnat to [2001:db8::2]:82 comment "icee6giejonei6so"
+add rule ip6 cni_hostport hostports ip6 daddr 2001:db8:a::1 tcp dport 8085 dnat to [2001:db8::2]:85 comment "icee6giejonei6so"
+add rule ip6 cni_hostport hostports tcp dport 8086 dnat to [2001:db8::2]:86 comment "icee6giejonei6so"
+add rule ip6 cni_hostport hostports_all jump hostip_hostports
+add rule ip6 cni_hostport hostports_all jump hostports
+add rule ip6 cni_hostport output ip6 daddr != 2001:db8:ff::/48 fib daddr type local jump hostports_all
+add rule ip6 cni_hostport prerouting ip6 daddr != 2001:db8:ff::/48 fib daddr type local jump hostports_all
+"#;
+
+/// The IPv4 dump after DEL: the skeleton alone.
+const REFERENCE_V4_DEL: &str = r#"
+add table ip cni_hostport { comment "CNI portmap plugin" ; }
+add chain ip cni_hostport hostip_hostports
+add chain ip cni_hostport hostports
+add chain ip cni_hostport hostports_all
+add chain ip cni_hostport masquerading { type nat hook postrouting priority 100 ; }
+add chain ip cni_hostport output { type nat hook output priority -100 ; }
+add chain ip cni_hostport prerouting { type nat hook prerouting priority -100 ; }
+add rule ip cni_hostport hostports_all jump hostip_hostports
+add rule ip cni_hostport hostports_all jump hostports
+add rule ip cni_hostport output ip daddr != 192.0.2.0/24 fib daddr type local jump hostports_all
+add rule ip cni_hostport prerouting ip daddr != 192.0.2.0/24 fib daddr type local jump hostports_all
+"#;
+
+const REFERENCE_V6_DEL: &str = r#"
+add table ip6 cni_hostport { comment "CNI portmap plugin" ; }
+add chain ip6 cni_hostport hostip_hostports
+add chain ip6 cni_hostport hostports
+add chain ip6 cni_hostport hostports_all
+add chain ip6 cni_hostport output { type nat hook output priority -100 ; }
+add chain ip6 cni_hostport prerouting { type nat hook prerouting priority -100 ; }
+add rule ip6 cni_hostport hostports_all jump hostip_hostports
+add rule ip6 cni_hostport hostports_all jump hostports
+add rule ip6 cni_hostport output ip6 daddr != 2001:db8:ff::/48 fib daddr type local jump hostports_all
+add rule ip6 cni_hostport prerouting ip6 daddr != 2001:db8:ff::/48 fib daddr type local jump hostports_all
+"#;
+
+/// ADD of IPv4 with SNAT and IPv6 without gives the reference's tables,
+/// and DEL leaves only their skeletons, also when repeated.
+#[test]
+fn nft_port_mappings_match_reference() {
+    privileged("nft_port_mappings_match_reference", |_| {
+        let mut nat = NftNatRules::default();
+        let owner = nft_owner("icee6giejonei6so");
+
+        nat.add_port_mappings(&owner, &reference_spec(true, true))
+            .unwrap();
+        nat.add_port_mappings(&owner, &reference_spec(false, false))
+            .unwrap();
+
+        for (family, vector) in [("ip", REFERENCE_V4_ADD), ("ip6", REFERENCE_V6_ADD)] {
+            let listed = nft_dump(family, "cni_hostport");
+            assert_eq!(listed, expected_dump(vector, &listed), "{family}");
+        }
+
+        nat.remove_port_mappings(&owner).unwrap();
+        nat.remove_port_mappings(&owner).unwrap();
+
+        for (family, vector) in [("ip", REFERENCE_V4_DEL), ("ip6", REFERENCE_V6_DEL)] {
+            let listed = nft_dump(family, "cni_hostport");
+            assert_eq!(listed, expected_dump(vector, &listed), "{family}");
+        }
+    });
+}
+
+/// CHECK in the order of the reference's "has working CHECK" test, plus a
+/// masquerade rule deleted by hand.
+#[test]
+fn nft_port_mapping_check_lifecycle() {
+    privileged("nft_port_mapping_check_lifecycle", |_| {
+        let mut nat = NftNatRules::default();
+        let owner = nft_owner("icee6giejonei6so");
+        let (v4, v6) = (reference_spec(true, false), reference_spec(false, false));
+        let check =
+            |nat: &mut NftNatRules, spec: &NftPortMapSpec| nat.check_port_mappings(&owner, spec);
+
+        let missing = check(&mut nat, &v4).unwrap_err();
+        assert_eq!(missing.kind, KernelErrorKind::NotFound, "{missing}");
+        assert!(
+            missing
+                .to_string()
+                .contains("missing hostport rules in \"hostports\" chain"),
+            "{missing}"
+        );
+        assert!(check(&mut nat, &v6).is_err());
+
+        nat.add_port_mappings(&owner, &v4).unwrap();
+        nat.add_port_mappings(&owner, &v6).unwrap();
+        check(&mut nat, &v4).unwrap();
+        check(&mut nat, &v6).unwrap();
+
+        let (v4_snat, v6_snat) = (reference_spec(true, true), reference_spec(false, true));
+        let no_snat = check(&mut nat, &v4_snat).unwrap_err();
+        assert!(
+            no_snat.to_string().contains("\"masquerading\""),
+            "{no_snat}"
+        );
+        assert!(check(&mut nat, &v6_snat).is_err());
+
+        nat.add_port_mappings(&owner, &v4_snat).unwrap();
+        nat.add_port_mappings(&owner, &v6_snat).unwrap();
+        check(&mut nat, &v4_snat).unwrap();
+        check(&mut nat, &v6_snat).unwrap();
+
+        let listing = run(
+            "nft",
+            &["-a", "list", "chain", "ip", "cni_hostport", "masquerading"],
+        );
+        let localhost = listing
+            .lines()
+            .find(|line| line.contains("ip saddr 127.0.0.1"))
+            .unwrap_or_else(|| panic!("no localhost rule: {listing}"));
+        let handle = localhost.rsplit("handle ").next().unwrap().trim();
+        run(
+            "nft",
+            &[
+                "delete",
+                "rule",
+                "ip",
+                "cni_hostport",
+                "masquerading",
+                "handle",
+                handle,
+            ],
+        );
+        let deleted = check(&mut nat, &v4_snat).unwrap_err();
+        assert!(
+            deleted.to_string().contains("\"masquerading\""),
+            "{deleted}"
+        );
+        check(&mut nat, &v6_snat).unwrap();
+
+        nat.remove_port_mappings(&owner).unwrap();
+        assert!(check(&mut nat, &v4).is_err());
+        assert!(check(&mut nat, &v6).is_err());
+    });
+}
+
+/// With `masqAll`, one masquerade rule matches any source, in each family,
+/// as in the reference's MasqAll tests.
+#[test]
+fn nft_port_mappings_masq_all() {
+    privileged("nft_port_mappings_masq_all", |_| {
+        let mut nat = NftNatRules::default();
+        let owner = nft_owner("icee6giejonei6so");
+        for (address, family, any) in [
+            (
+                "10.0.0.2/24",
+                "ip",
+                "ip saddr 0.0.0.0/0 ip daddr 10.0.0.2 masquerade",
+            ),
+            (
+                "2001:db8::2/64",
+                "ip6",
+                "ip6 saddr ::/0 ip6 daddr 2001:db8::2 masquerade",
+            ),
+        ] {
+            let spec = NftPortMapSpec {
+                container_address: address.parse().unwrap(),
+                mappings: vec![nft_mapping(8080, 80, false, None)],
+                snat: true,
+                masq_all: true,
+                conditions: Vec::new(),
+            };
+
+            nat.add_port_mappings(&owner, &spec).unwrap();
+
+            let listed = nft_dump(family, "cni_hostport");
+            let masquerading: Vec<&String> = listed
+                .iter()
+                .filter(|line| line.contains(" masquerading "))
+                .collect();
+            let expected = format!(
+                "add rule {family} cni_hostport masquerading {any} comment \"icee6giejonei6so\""
+            );
+            assert_eq!(masquerading.len(), 2, "the chain and one rule: {listed:#?}");
+            assert_eq!(masquerading[1], &expected);
+            assert!(listed.contains(&format!(
+                "add rule {family} cni_hostport prerouting fib daddr type local jump hostports_all"
+            )));
+            nat.check_port_mappings(&owner, &spec).unwrap();
+        }
+    });
+}
+
+/// The masquerade dump of the reference's `ipmasq_nftables_linux_test.go`
+/// after its four attachments, and after a fifth reused the first's
+/// address and the first was removed.
+const REFERENCE_MASQUERADE: &str = r#"
+add table inet cni_plugins_masquerade { comment "Masquerading for plugins from github.com/containernetworking/plugins" ; }
+add chain inet cni_plugins_masquerade masq_checks { comment "Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet" ; }
+add chain inet cni_plugins_masquerade postrouting { type nat hook postrouting priority 100 ; }
+add rule inet cni_plugins_masquerade masq_checks ip saddr == 192.168.1.2 ip daddr != 192.168.1.0/24 masquerade comment "6fd94d501e58f0aa-d750b2c8f0f25d5f, net: unit-test, if: eth0, id: two"
+add rule inet cni_plugins_masquerade masq_checks ip6 saddr == 2001:db8::2 ip6 daddr != 2001:db8::/64 masquerade comment "6fd94d501e58f0aa-d750b2c8f0f25d5f, net: unit-test, if: eth0, id: two"
+add rule inet cni_plugins_masquerade masq_checks ip saddr == 192.168.99.5 ip daddr != 192.168.99.0/24 masquerade comment "6fd94d501e58f0aa-a4d4adb82b669cfe, net: unit-test, if: eth0, id: three"
+add rule inet cni_plugins_masquerade masq_checks ip saddr == 10.0.0.5 ip daddr != 10.0.0.0/24 masquerade comment "82783ef24bdc7036-acb19d111858e348, net: alternate, if: net1, id: three"
+add rule inet cni_plugins_masquerade masq_checks ip saddr == 10.0.0.6 ip daddr != 10.0.0.0/24 masquerade comment "82783ef24bdc7036-acb19d111858e348, net: alternate, if: net1, id: three"
+add rule inet cni_plugins_masquerade masq_checks ip saddr == 10.0.1.7 ip daddr != 10.0.1.0/24 masquerade comment "82783ef24bdc7036-acb19d111858e348, net: alternate, if: net1, id: three"
+add rule inet cni_plugins_masquerade masq_checks ip6 saddr == 2001:db8::5 ip6 daddr != 2001:db8::/64 masquerade comment "82783ef24bdc7036-acb19d111858e348, net: alternate, if: net1, id: three"
+add rule inet cni_plugins_masquerade masq_checks ip6 saddr == 2001:db8::6 ip6 daddr != 2001:db8::/64 masquerade comment "82783ef24bdc7036-acb19d111858e348, net: alternate, if: net1, id: three"
+add rule inet cni_plugins_masquerade masq_checks ip6 saddr == 2001:db8:1::7 ip6 daddr != 2001:db8:1::/64 masquerade comment "82783ef24bdc7036-acb19d111858e348, net: alternate, if: net1, id: three"
+add rule inet cni_plugins_masquerade masq_checks ip saddr == 192.168.1.1 ip daddr != 192.168.1.0/24 masquerade comment "6fd94d501e58f0aa-e766de567ef6c543, net: unit-test, if: eth0, id: four"
+add rule inet cni_plugins_masquerade postrouting ip daddr == 224.0.0.0/4  return
+add rule inet cni_plugins_masquerade postrouting ip6 daddr == ff00::/8  return
+add rule inet cni_plugins_masquerade postrouting goto masq_checks
+"#;
+
+/// The reference's masquerade test on the real kernel: a repeated ADD
+/// replaces the attachment's rules, and DEL removes only its own, also
+/// when another attachment has the same address.
+#[test]
+fn nft_masquerade_matches_reference() {
+    privileged("nft_masquerade_matches_reference", |_| {
+        let mut nat = NftNatRules::default();
+        let owner = |network: &str, ifname: &str, id: &str| Owner {
+            network: network.into(),
+            container_id: id.into(),
+            ifname: ifname.into(),
+        };
+        let nets =
+            |texts: &[&str]| -> Vec<IpNet> { texts.iter().map(|t| t.parse().unwrap()).collect() };
+        let attachments = [
+            (owner("unit-test", "eth0", "one"), nets(&["192.168.1.1/24"])),
+            (
+                owner("unit-test", "eth0", "two"),
+                nets(&["192.168.1.2/24", "2001:db8::2/64"]),
+            ),
+            (
+                owner("unit-test", "eth0", "three"),
+                nets(&["192.168.99.5/24"]),
+            ),
+            (
+                owner("alternate", "net1", "three"),
+                nets(&[
+                    "10.0.0.5/24",
+                    "10.0.0.6/24",
+                    "10.0.1.7/24",
+                    "2001:db8::5/64",
+                    "2001:db8::6/64",
+                    "2001:db8:1::7/64",
+                ]),
+            ),
+        ];
+        for (index, (owner, addresses)) in attachments.iter().enumerate() {
+            nat.add_masquerade(owner, addresses).unwrap();
+            // A repeated ADD replaces the rules instead of adding a second
+            // set; done right away, it keeps the reference's rule order.
+            if index == 1 {
+                nat.add_masquerade(owner, addresses).unwrap();
+            }
+        }
+
+        let four = owner("unit-test", "eth0", "four");
+        nat.add_masquerade(&four, &nets(&["192.168.1.1/24"]))
+            .unwrap();
+        nat.remove_masquerade(&attachments[0].0).unwrap();
+        nat.remove_masquerade(&attachments[0].0).unwrap();
+
+        let listed = nft_dump("inet", "cni_plugins_masquerade");
+        assert_eq!(listed, expected_dump(REFERENCE_MASQUERADE, &listed));
+
+        for (owner, _) in &attachments[1..] {
+            nat.remove_masquerade(owner).unwrap();
+        }
+        nat.remove_masquerade(&four).unwrap();
+        let left = nft_dump("inet", "cni_plugins_masquerade");
+        assert_eq!(
+            left.len(),
+            6,
+            "table, two chains, three postrouting rules: {left:#?}"
+        );
+    });
+}
+
+/// Removal in a namespace without the tables succeeds and creates nothing.
+#[test]
+fn nft_nat_removal_without_tables() {
+    privileged("nft_nat_removal_without_tables", |_| {
+        let mut nat = NftNatRules::default();
+        nat.remove_port_mappings(&seed_owner()).unwrap();
+        nat.remove_masquerade(&seed_owner()).unwrap();
+        let listing = run("nft", &["list", "ruleset"]);
+        assert_eq!(listing.trim(), "", "{listing}");
     });
 }

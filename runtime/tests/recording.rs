@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cniwasm_host_api::kernel::{
-    Firewall, Kernel, KernelError, KernelErrorKind, LinkInfo, Namespace, Owner, PortMapSpec,
-    SpoofCheckSpec,
+    Firewall, Kernel, KernelError, KernelErrorKind, LinkInfo, Namespace, NftMatch, NftSelector,
+    NftValue, Owner, PortMapSpec, SpoofCheckSpec,
 };
 use cniwasm_host_api::policy::Policy;
 use cniwasm_host_api::testing::{CallKind, KernelCall, Recorder, RecordingKernel};
@@ -140,9 +140,10 @@ fn seed_del_mirrors_add() {
         vec![
             CallKind::RemovePortMappings,
             CallKind::DeleteLink,
-            CallKind::RemoveMasquerade
+            CallKind::RemoveMasquerade,
+            CallKind::RemoveNftMasquerade
         ],
-        "DEL runs portmap, then bridge: container link, IPAM, masquerade"
+        "DEL runs portmap, then bridge: container link, IPAM, masquerade of both backends"
     );
     assert!(
         std::fs::read_dir(dir.path().join("cache/results"))
@@ -771,4 +772,118 @@ fn macspoofchk_del_removes_check() {
         }]
     );
     assert_eq!(changes(&recorders[2]), [CallKind::RemoveSpoofCheck]);
+}
+
+/// Returns bridge and portmap with the nftables backends, and `portmap`'s
+/// extra keys.
+fn nft_list(dir: &Path, portmap: serde_json::Value) -> cniwasm_runtime::config::NetworkConfigList {
+    let mut portmap_entry = json!({"type": "portmap", "backend": "nftables",
+        "capabilities": {"portMappings": true}});
+    for (key, value) in portmap.as_object().unwrap() {
+        portmap_entry[key] = value.clone();
+    }
+    let list = json!({"cniVersion": "1.0.0", "name": "nftnet", "plugins": [
+        {"type": "bridge", "bridge": "nftbr", "isGateway": true, "ipMasq": true,
+         "ipMasqBackend": "nftables",
+         "ipam": {"type": "host-local", "subnet": "10.244.93.0/24"}},
+        portmap_entry]});
+    let path = dir.join("nft.conflist");
+    std::fs::write(&path, list.to_string()).unwrap();
+    parse_list_file(&path).unwrap()
+}
+
+fn nft_owner() -> Owner {
+    Owner {
+        network: "nftnet".into(),
+        container_id: "recorded".into(),
+        ifname: "eth0".into(),
+    }
+}
+
+/// With both nftables backends, ADD masquerades through `nft-nat` with
+/// the result's addresses and maps the port with typed conditions. No
+/// iptables rule is made, and DEL removes both.
+#[test]
+fn nft_backends_add_and_del() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = Arc::new(RecordingFactory::default());
+    let runtime = runtime(dir.path(), factory.clone());
+    let conditions = json!({"conditionsV4": ["ip", "daddr", "!=", "10.96.0.0/12"]});
+    let list = nft_list(dir.path(), conditions);
+    let attachment = attachment(dir.path());
+
+    runtime.add(&list, &attachment).unwrap();
+
+    let recorder = factory.recorders.lock().unwrap()[0].clone();
+    let address: IpNet = "10.244.93.2/24".parse().unwrap();
+    assert_eq!(recorder.nft_masquerade(&nft_owner()), vec![address]);
+    let specs = recorder.nft_port_mappings(&nft_owner());
+    assert_eq!(specs.len(), 1, "{specs:?}");
+    assert_eq!(specs[0].container_address, address);
+    assert!(specs[0].snat);
+    let expected = NftMatch {
+        selector: NftSelector::Payload {
+            protocol: "ip",
+            field: "daddr",
+        },
+        negated: true,
+        value: NftValue::Prefix("10.96.0.0/12".parse().unwrap()),
+    };
+    assert_eq!(specs[0].conditions, vec![expected]);
+    let kinds = changes(&recorder);
+    assert!(!kinds.contains(&CallKind::AddMasquerade), "{kinds:?}");
+    assert!(!kinds.contains(&CallKind::AddPortMappings), "{kinds:?}");
+    assert_eq!(
+        kinds.last(),
+        Some(&CallKind::AddNftPortMappings),
+        "{kinds:?}"
+    );
+    // The fake has no host route to the container, so the route_localnet
+    // lookup finds no device and sets nothing, as the reference does.
+    let calls = recorder.calls();
+    let lookup = KernelCall::RouteDevice {
+        destination: address.addr(),
+    };
+    assert_eq!(calls.last(), Some(&lookup), "{calls:?}");
+
+    runtime.del(&list, &attachment).unwrap();
+
+    let recorders = factory.recorders.lock().unwrap();
+    let kinds = changes(&recorders[1]);
+    assert_eq!(
+        kinds,
+        vec![
+            CallKind::RemoveNftPortMappings,
+            CallKind::DeleteLink,
+            CallKind::RemoveMasquerade,
+            CallKind::RemoveNftMasquerade
+        ]
+    );
+}
+
+/// An nftables condition that would jump elsewhere is rejected before any
+/// kernel call, the port-mapping ADD fails with the value named, and the
+/// runtime's rollback leaves no rules.
+#[test]
+fn nft_condition_injection_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = Arc::new(RecordingFactory::default());
+    let runtime = runtime(dir.path(), factory.clone());
+    let conditions = json!({"conditionsV4": ["ip", "daddr", "10.0.0.1", "jump", "KUBE-SERVICES"]});
+    let list = nft_list(dir.path(), conditions);
+
+    let error = runtime
+        .add(&list, &attachment(dir.path()))
+        .unwrap_err()
+        .to_cni_error();
+
+    assert!(error.msg.contains("\"jump\""), "{error:?}");
+    let recorders = factory.recorders.lock().unwrap();
+    let recorder = &recorders[0];
+    assert!(recorder.calls_of(CallKind::AddNftPortMappings).is_empty());
+    assert!(recorder.nft_port_mappings(&nft_owner()).is_empty());
+    assert!(
+        recorder.nft_masquerade(&nft_owner()).is_empty(),
+        "the bridge's masquerade was not rolled back"
+    );
 }

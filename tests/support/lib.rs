@@ -69,6 +69,20 @@ pub fn run_ok(program: &str, args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("command output is UTF-8")
 }
 
+/// Creates `dir/bin` with a link to `ip` alone and returns the directory, a
+/// `PATH` on which cniwasm runs in a namespace but finds no other program,
+/// such as `nft`.
+pub fn ip_only_path(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).expect("creating the bin directory");
+    let ip = ["/usr/sbin/ip", "/usr/bin/ip", "/sbin/ip", "/bin/ip"]
+        .into_iter()
+        .find(|path| Path::new(path).is_file())
+        .expect("ip is installed");
+    std::os::unix::fs::symlink(ip, bin.join("ip")).expect("linking ip");
+    bin
+}
+
 /// A named network namespace (`ip netns add`), deleted when dropped, also
 /// when the test panics.
 pub struct Netns {

@@ -326,6 +326,100 @@ pub trait SpoofCheck {
     fn remove_spoof_check(&mut self, owner: &Owner) -> Result<(), KernelError>;
 }
 
+/// The left side of one match of an nftables port-mapping condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NftSelector {
+    /// A header field such as `ip saddr` or `tcp dport`.
+    Payload {
+        protocol: &'static str,
+        field: &'static str,
+    },
+    /// A packet property such as `iifname` or `mark`.
+    Meta { key: &'static str },
+}
+
+/// The right side of one match of an nftables port-mapping condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NftValue {
+    Address(IpAddr),
+    /// A network with a prefix length shorter than the address's.
+    Prefix(IpNet),
+    Number(u32),
+    /// An inclusive range, such as ports `8000-8999`.
+    Range(u32, u32),
+    /// An interface name, where a trailing `*` matches any suffix.
+    Name(String),
+}
+
+/// One checked match of an nftables port-mapping condition, such as
+/// `ip daddr != 10.96.0.0/12`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftMatch {
+    pub selector: NftSelector,
+    /// `!=` rather than `==`.
+    pub negated: bool,
+    pub value: NftValue,
+}
+
+/// The port mappings of one address family, for the nftables backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftPortMapSpec {
+    /// The container address with its prefix length (`10.244.10.2/24`).
+    pub container_address: IpNet,
+    /// Mappings whose host IP, when set, has the container address's family.
+    pub mappings: Vec<PortMapping>,
+    /// Masquerade hairpin traffic and, for IPv4, traffic from 127.0.0.1.
+    pub snat: bool,
+    /// Masquerade traffic from any source to the container, not only its
+    /// own hairpin traffic.
+    pub masq_all: bool,
+    /// Matches put in front of the entry rules in `prerouting` and `output`.
+    pub conditions: Vec<NftMatch>,
+}
+
+/// Port mappings and masquerade as nftables rules, in the layouts of the
+/// reference plugins' nftables backends (containernetworking/plugins,
+/// `plugins/meta/portmap/portmap_nftables.go` and
+/// `pkg/ip/ipmasq_nftables_linux.go`, v1.9.1 and the later fix that makes
+/// `masqAll` match any source).
+///
+/// Port mappings live in tables `ip cni_hostport` and `ip6 cni_hostport`,
+/// shared by all attachments, and each rule of an attachment carries its
+/// container id as comment. Masquerade lives in table `inet
+/// cni_plugins_masquerade`, with comments derived from
+/// [`Owner::masquerade_rule_hash`]. So DEL needs no saved state.
+pub trait NftNat {
+    /// Installs the port mappings of one family: creates the tables and
+    /// chains when missing, rewrites the shared entry rules, and appends
+    /// the owner's rules, as the reference does, without removing earlier
+    /// ones.
+    fn add_port_mappings(
+        &mut self,
+        owner: &Owner,
+        spec: &NftPortMapSpec,
+    ) -> Result<(), KernelError>;
+
+    /// Fails with `NotFound` naming the chain when fewer rules carry the
+    /// owner's comment than the spec needs.
+    fn check_port_mappings(
+        &mut self,
+        owner: &Owner,
+        spec: &NftPortMapSpec,
+    ) -> Result<(), KernelError>;
+
+    /// Removes the rules commented with the owner's container id in both
+    /// families, and keeps the shared tables and chains. Succeeds when
+    /// there are none.
+    fn remove_port_mappings(&mut self, owner: &Owner) -> Result<(), KernelError>;
+
+    /// Masquerades traffic from each address to destinations outside its
+    /// subnet, except multicast, replacing the owner's earlier rules.
+    fn add_masquerade(&mut self, owner: &Owner, addresses: &[IpNet]) -> Result<(), KernelError>;
+
+    /// Removes the owner's masquerade rules. Succeeds when there are none.
+    fn remove_masquerade(&mut self, owner: &Owner) -> Result<(), KernelError>;
+}
+
 /// The kernel behind the host API: one implementation per subsystem. The
 /// parts are `Send` because wasmtime store data must be.
 pub struct Kernel {
@@ -334,6 +428,7 @@ pub struct Kernel {
     pub firewall: Box<dyn Firewall + Send>,
     pub filter: Box<dyn ForwardFilter + Send>,
     pub spoof_check: Box<dyn SpoofCheck + Send>,
+    pub nft_nat: Box<dyn NftNat + Send>,
 }
 
 impl Kernel {

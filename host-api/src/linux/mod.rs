@@ -1,17 +1,20 @@
 //! Linux implementations of the kernel traits: links, addresses and routes
 //! over rtnetlink, kernel parameters under `/proc/sys`, NAT and forwarding
 //! rules through `iptables -S`, `iptables-save` and `iptables-restore`, and
-//! MAC spoof checks through `nft -j`.
+//! MAC spoof checks and the nftables NAT backend through `nft -j`.
 
 mod conntrack;
 mod iptables;
 mod netlink;
 pub mod netns;
+mod nft;
+mod nft_nat;
 mod spoof_check;
 mod sysctl;
 
 pub use iptables::{FirewallOptions, IptablesFilter, IptablesFirewall, LocalnetRouting};
 pub use netlink::LinuxNetlink;
+pub use nft_nat::NftNatRules;
 pub use spoof_check::NftSpoofCheck;
 pub use sysctl::ProcSysctl;
 
@@ -57,6 +60,7 @@ pub fn open_kernel(container_netns: Option<&Path>) -> Result<Kernel, KernelError
         firewall: Box::new(firewall),
         filter: Box::new(IptablesFilter::default()),
         spoof_check: Box::new(NftSpoofCheck::default()),
+        nft_nat: Box::new(NftNatRules::default()),
     })
 }
 

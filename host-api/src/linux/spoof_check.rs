@@ -1,21 +1,9 @@
-//! MAC spoof checks through the `nft` program, which reads and prints the
-//! nftables JSON schema (`nft -j`, libnftables-json(5)).
-//!
-//! The JSON is built with serde_json rather than the `nftables` crate. The
-//! check needs a table, chains, rules and a listing to find rule handles
-//! in, which a few `json!` literals express directly. The crate would add a
-//! dependency whose schema types this module would still have to map the
-//! reference plugin's layout onto.
-
-use std::io::Write;
-use std::process::{Command, Stdio};
+//! MAC spoof checks through the `nft` program (see [`super::nft`]).
 
 use serde_json::{Value, json};
 
-use crate::kernel::{KernelError, KernelErrorKind, Namespace, Owner, SpoofCheck, SpoofCheckSpec};
-
-/// The program that applies and lists nftables rules.
-const NFT: &str = "nft";
+use super::nft::{NftProgram, failed, listed_objects, rule_deletion};
+use crate::kernel::{KernelError, Owner, SpoofCheck, SpoofCheckSpec};
 
 const FAMILY: &str = "bridge";
 const TABLE: &str = "nat";
@@ -53,13 +41,16 @@ impl Names {
 /// thread, the host's.
 #[derive(Debug, Clone)]
 pub struct NftSpoofCheck {
-    program: String,
+    nft: NftProgram,
 }
+
+/// The feature that needs `nft`, named in the message when it is missing.
+const PURPOSE: &str = "MAC spoof checks";
 
 impl Default for NftSpoofCheck {
     fn default() -> Self {
         Self {
-            program: NFT.to_string(),
+            nft: NftProgram::from_path(PURPOSE),
         }
     }
 }
@@ -69,85 +60,9 @@ impl NftSpoofCheck {
     /// up in `PATH` unless it contains a `/`.
     pub fn with_program(program: impl Into<String>) -> Self {
         Self {
-            program: program.into(),
+            nft: NftProgram::new(program, PURPOSE),
         }
     }
-
-    /// Runs `nft -j -f -` with `commands` as one transaction.
-    fn apply(&self, operation: &str, commands: Vec<Value>) -> Result<(), KernelError> {
-        let text = json!({ "nftables": commands }).to_string();
-        self.run(operation, &["-j", "-f", "-"], Some(&text))?;
-        tracing::debug!(commands = %text, "applied nftables commands");
-        Ok(())
-    }
-
-    /// Lists the tables of the bridge family with `nft -j list ruleset
-    /// bridge`, which succeeds when table `nat` is missing, where listing
-    /// the table would fail.
-    fn list(&self, operation: &str) -> Result<Value, KernelError> {
-        let output = self.run(operation, &["-j", "list", "ruleset", FAMILY], None)?;
-        serde_json::from_str(&output)
-            .map_err(|error| failed(operation, format!("invalid nft -j output: {error}")))
-    }
-
-    /// Runs `nft ARGS`, writing `input` to its stdin, and returns its stdout.
-    fn run(
-        &self,
-        operation: &str,
-        args: &[&str],
-        input: Option<&str>,
-    ) -> Result<String, KernelError> {
-        let program = &self.program;
-        let spawned = Command::new(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                let reason = format!(
-                    "{program} not found in PATH: MAC spoof checks need the nft binary, install nftables"
-                );
-                return Err(failed(operation, reason));
-            }
-            Err(error) => {
-                return Err(failed(
-                    operation,
-                    format!("failed to run {program}: {error}"),
-                ));
-            }
-        };
-
-        // Dropping stdin after the write closes the pipe, so nft reads EOF.
-        let written = match (child.stdin.take(), input) {
-            (Some(mut stdin), Some(input)) => stdin.write_all(input.as_bytes()),
-            _ => Ok(()),
-        };
-        let output = child
-            .wait_with_output()
-            .map_err(|error| failed(operation, format!("failed to wait for {program}: {error}")))?;
-
-        if !output.status.success() || written.is_err() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let mut reason = format!(
-                "{program} {} exited with {}: {}",
-                args.join(" "),
-                output.status,
-                stderr.trim()
-            );
-            if let Some(input) = input {
-                reason.push_str(&format!("; input: {input}"));
-            }
-            return Err(failed(operation, reason));
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    }
-}
-
-fn failed(operation: &str, reason: String) -> KernelError {
-    KernelError::new(KernelErrorKind::Failed, Namespace::Host, operation, reason)
 }
 
 /// Returns the JSON object that names chain `name` of table `bridge nat`.
@@ -202,15 +117,6 @@ fn rules(names: &Names, spec: &SpoofCheckSpec) -> Vec<Value> {
     ]
 }
 
-/// Returns the objects of `listing`, the output of `nft -j list ruleset
-/// bridge`.
-fn listed_objects(listing: &Value) -> Result<&[Value], String> {
-    listing["nftables"]
-        .as_array()
-        .map(Vec::as_slice)
-        .ok_or_else(|| format!("no \"nftables\" array in {listing}"))
-}
-
 fn in_table(object: &Value) -> bool {
     object["family"] == FAMILY && object["table"] == TABLE
 }
@@ -226,11 +132,7 @@ fn jump_removals(names: &Names, listing: &Value) -> Result<Vec<Value>, String> {
         if !in_table(rule) || rule["chain"] != BASE_CHAIN || rule["comment"] != names.comment {
             continue;
         }
-        let handle = rule["handle"]
-            .as_u64()
-            .ok_or_else(|| format!("a rule without a handle in the listing: {rule}"))?;
-        commands.push(json!({"delete": {"rule": {"family": FAMILY, "table": TABLE,
-            "chain": BASE_CHAIN, "handle": handle}}}));
+        commands.push(rule_deletion(rule)?);
     }
     Ok(commands)
 }
@@ -264,31 +166,32 @@ impl SpoofCheck for NftSpoofCheck {
             spec.host_link, spec.mac, names.iface_chain
         );
 
-        self.apply(&operation, declarations(&names))?;
-        let listing = self.list(&operation)?;
+        self.nft.apply(&operation, declarations(&names))?;
+        let listing = self.nft.list_family(&operation, FAMILY)?;
         let mut commands =
             jump_removals(&names, &listing).map_err(|reason| failed(&operation, reason))?;
         commands.extend(rules(&names, spec));
-        self.apply(&operation, commands)
+        self.nft.apply(&operation, commands)
     }
 
     fn remove_spoof_check(&mut self, owner: &Owner) -> Result<(), KernelError> {
         let names = Names::of(owner);
         let operation = format!("remove the MAC spoof check in chain {}", names.iface_chain);
 
-        let listing = self.list(&operation)?;
+        let listing = self.nft.list_family(&operation, FAMILY)?;
         let commands = removals(&names, &listing).map_err(|reason| failed(&operation, reason))?;
 
         if commands.is_empty() {
             return Ok(());
         }
-        self.apply(&operation, commands)
+        self.nft.apply(&operation, commands)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::KernelErrorKind;
 
     fn owner() -> Owner {
         Owner {

@@ -1,6 +1,10 @@
 //! Conversions between the WIT types and the kernel trait types.
 
-use super::cniwasm::host::{link, nat, route};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::cniwasm::host::{link, nat, nft_nat, route};
 use super::{HostError, check_ifname, parse_ip, parse_net};
 use crate::kernel;
 
@@ -120,8 +124,24 @@ pub(super) fn port_map_from_wit(spec: &nat::PortMapSpec) -> Result<kernel::PortM
         )));
     }
 
-    let mut mappings = Vec::with_capacity(spec.mappings.len());
-    for mapping in &spec.mappings {
+    let mappings = mappings_from_wit(&spec.mappings)?;
+
+    Ok(kernel::PortMapSpec {
+        container_address: parse_net(&spec.container_address, "container address")?,
+        mappings,
+        snat: spec.snat,
+        masq_all: spec.masq_all,
+        mark_bit: spec.mark_bit,
+        mark_chain: spec.mark_chain.as_deref().map(mark_chain).transpose()?,
+        conditions: conditions(&spec.conditions)?,
+    })
+}
+
+/// Checks and converts port mappings: ports 1 to 65535 and a valid host
+/// IP, where an unspecified one (`0.0.0.0`, `::`) matches any address.
+fn mappings_from_wit(mappings: &[nat::PortMapping]) -> Result<Vec<kernel::PortMapping>, HostError> {
+    let mut converted = Vec::with_capacity(mappings.len());
+    for mapping in mappings {
         if mapping.host_port == 0 || mapping.container_port == 0 {
             return Err(HostError::Invalid(format!(
                 "invalid port mapping {} -> {}: ports must be 1 to 65535",
@@ -133,7 +153,7 @@ pub(super) fn port_map_from_wit(spec: &nat::PortMapSpec) -> Result<kernel::PortM
             .as_deref()
             .map(|ip| parse_ip(ip, "host IP"))
             .transpose()?;
-        mappings.push(kernel::PortMapping {
+        converted.push(kernel::PortMapping {
             host_port: mapping.host_port,
             container_port: mapping.container_port,
             protocol: match mapping.protocol {
@@ -144,16 +164,7 @@ pub(super) fn port_map_from_wit(spec: &nat::PortMapSpec) -> Result<kernel::PortM
             host_ip: host_ip.filter(|ip| !ip.is_unspecified()),
         });
     }
-
-    Ok(kernel::PortMapSpec {
-        container_address: parse_net(&spec.container_address, "container address")?,
-        mappings,
-        snat: spec.snat,
-        masq_all: spec.masq_all,
-        mark_bit: spec.mark_bit,
-        mark_chain: spec.mark_chain.as_deref().map(mark_chain).transpose()?,
-        conditions: conditions(&spec.conditions)?,
-    })
+    Ok(converted)
 }
 
 /// Maximum length of a chain name that iptables accepts, in bytes.
@@ -284,6 +295,289 @@ fn unicast_mac(text: &str) -> Result<String, HostError> {
         )));
     }
     Ok(text.to_ascii_lowercase())
+}
+
+/// Checks and converts the spec of an `nft-nat` port-mapping call. Each
+/// host IP must have the container address's family, because the rules
+/// go into that family's table.
+pub(super) fn nft_port_map_from_wit(
+    spec: &nft_nat::NftPortMapSpec,
+) -> Result<kernel::NftPortMapSpec, HostError> {
+    let container_address = parse_net(&spec.container_address, "container address")?;
+    let ipv4 = container_address.addr().is_ipv4();
+    let mappings = mappings_from_wit(&spec.mappings)?;
+
+    let foreign = mappings
+        .iter()
+        .find(|mapping| mapping.host_ip.is_some_and(|ip| ip.is_ipv4() != ipv4));
+    if let Some(mapping) = foreign {
+        let host_ip = mapping.host_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        return Err(HostError::Invalid(format!(
+            "invalid host IP {host_ip} of port mapping {}: its family differs from the container address {container_address}; give each family's mappings in a call with that family's address",
+            mapping.host_port
+        )));
+    }
+
+    Ok(kernel::NftPortMapSpec {
+        container_address,
+        mappings,
+        snat: spec.snat,
+        masq_all: spec.masq_all,
+        conditions: nft_conditions(&spec.conditions, ipv4)?,
+    })
+}
+
+/// Characters that end or nest an nftables statement (`;`, newlines,
+/// braces), quote or escape text, or refer to variables (`$`), sets (`@`)
+/// and comments (`#`). None of the accepted matches needs them.
+const NFT_SPECIAL_CHARACTERS: &[char] = &[
+    ';', '\n', '\r', '{', '}', '[', ']', '(', ')', '"', '\'', '`', '\\', '#', '$', '@', '|', '&',
+];
+
+/// Words that start a statement or verdict. A condition with one of them
+/// would change what the entry rule does, such as jumping to another chain.
+const NFT_STATEMENT_WORDS: &[&str] = &[
+    "jump",
+    "goto",
+    "return",
+    "accept",
+    "drop",
+    "queue",
+    "continue",
+    "reject",
+    "dnat",
+    "snat",
+    "masquerade",
+    "redirect",
+    "counter",
+    "log",
+    "limit",
+    "notrack",
+    "set",
+    "ct",
+    "comment",
+];
+
+/// The payload protocols and fields a condition may match on.
+const NFT_ADDRESS_PROTOCOLS: &[&str] = &["ip", "ip6"];
+const NFT_ADDRESS_FIELDS: &[&str] = &["saddr", "daddr"];
+const NFT_PORT_PROTOCOLS: &[&str] = &["tcp", "udp", "sctp", "th"];
+const NFT_PORT_FIELDS: &[&str] = &["sport", "dport"];
+/// The `meta` keys a condition may match on.
+const NFT_META_KEYS: &[&str] = &["iifname", "oifname", "mark"];
+
+/// The kind of value a match takes.
+#[derive(Debug, Clone, Copy)]
+enum NftValueKind {
+    Address,
+    Port,
+    Name,
+    Mark,
+}
+
+/// Checks and converts nftables conditions (`conditionsV4` or
+/// `conditionsV6`) into matches. The tokens are joined with spaces and
+/// split again, so `["ip daddr", "!= 10.96.0.0/12"]` and
+/// `["ip", "daddr", "!=", "10.96.0.0/12"]` are the same condition.
+fn nft_conditions(tokens: &[String], ipv4: bool) -> Result<Vec<kernel::NftMatch>, HostError> {
+    let text = tokens.join(" ");
+    let invalid = |value: &str, reason: &str| {
+        HostError::Invalid(format!(
+            "invalid nftables port-mapping condition {value:?} in {tokens:?}: {reason}"
+        ))
+    };
+    if let Some(special) = text.chars().find(|c| NFT_SPECIAL_CHARACTERS.contains(c)) {
+        return Err(invalid(
+            &special.to_string(),
+            "conditions may only contain matches, without ';', newlines, braces, brackets, quotes, '#', '$' or '@'",
+        ));
+    }
+
+    let words: Vec<&str> = text.split_ascii_whitespace().collect();
+    if let Some(word) = words.iter().find(|word| NFT_STATEMENT_WORDS.contains(word)) {
+        return Err(invalid(
+            word,
+            "conditions may only add matches, not a statement or verdict such as jump or goto",
+        ));
+    }
+
+    let mut matches = Vec::new();
+    let mut rest = words.as_slice();
+    while !rest.is_empty() {
+        let (parsed, used) =
+            nft_match(rest, ipv4).map_err(|(value, reason)| invalid(&value, &reason))?;
+        matches.push(parsed);
+        rest = &rest[used..];
+    }
+    Ok(matches)
+}
+
+/// A rejected word of a condition and the reason.
+type NftWordError = (String, String);
+
+/// Parses one match, `SELECTOR [==|!=] VALUE`, from the start of `words`,
+/// and returns it with the number of words it used.
+fn nft_match(words: &[&str], ipv4: bool) -> Result<(kernel::NftMatch, usize), NftWordError> {
+    let (selector, kind, mut used) = nft_selector(words, ipv4)?;
+    let (negated, operator_words) = match words.get(used) {
+        Some(&("!=" | "ne")) => (true, 1),
+        Some(&("==" | "eq")) => (false, 1),
+        _ => (false, 0),
+    };
+    used += operator_words;
+
+    let Some(value) = words.get(used) else {
+        let selector_text = words[..used].join(" ");
+        return Err((
+            selector_text,
+            "a match needs a value after its selector".into(),
+        ));
+    };
+    let value = nft_value(value, kind, ipv4)?;
+    let parsed = kernel::NftMatch {
+        selector,
+        negated,
+        value,
+    };
+    Ok((parsed, used + 1))
+}
+
+/// Returns the `&'static` entry of `list` equal to `word`.
+fn known(list: &[&'static str], word: &str) -> Option<&'static str> {
+    list.iter().copied().find(|entry| *entry == word)
+}
+
+/// Parses the selector at the start of `words`: its kind of value and the
+/// number of words it used.
+fn nft_selector(
+    words: &[&str],
+    ipv4: bool,
+) -> Result<(kernel::NftSelector, NftValueKind, usize), NftWordError> {
+    let first = words[0];
+    let second = words.get(1).copied().unwrap_or_default();
+    let payload = |protocol, field| kernel::NftSelector::Payload { protocol, field };
+
+    if let Some(protocol) = known(NFT_ADDRESS_PROTOCOLS, first) {
+        let Some(field) = known(NFT_ADDRESS_FIELDS, second) else {
+            return Err((
+                format!("{first} {second}"),
+                "expected saddr or daddr after ip or ip6".into(),
+            ));
+        };
+        if (protocol == "ip") != ipv4 {
+            let family = if ipv4 {
+                "conditionsV4 match ip"
+            } else {
+                "conditionsV6 match ip6"
+            };
+            return Err((
+                first.to_string(),
+                format!("the table of this family only sees its own packets: {family}"),
+            ));
+        }
+        return Ok((payload(protocol, field), NftValueKind::Address, 2));
+    }
+    if let Some(protocol) = known(NFT_PORT_PROTOCOLS, first) {
+        let Some(field) = known(NFT_PORT_FIELDS, second) else {
+            return Err((
+                format!("{first} {second}"),
+                "expected sport or dport after the protocol".into(),
+            ));
+        };
+        return Ok((payload(protocol, field), NftValueKind::Port, 2));
+    }
+
+    let (key, used) = match first {
+        "meta" => (second, 2),
+        _ => (first, 1),
+    };
+    let Some(key) = known(NFT_META_KEYS, key) else {
+        return Err((
+            key.to_string(),
+            "unsupported selector: use ip/ip6 saddr/daddr, tcp/udp/sctp/th sport/dport, iifname, oifname or mark".into(),
+        ));
+    };
+    let kind = match key {
+        "mark" => NftValueKind::Mark,
+        _ => NftValueKind::Name,
+    };
+    Ok((kernel::NftSelector::Meta { key }, kind, used))
+}
+
+/// Parses the value of a match of `kind`.
+fn nft_value(word: &str, kind: NftValueKind, ipv4: bool) -> Result<kernel::NftValue, NftWordError> {
+    let error = |reason: &str| Err((word.to_string(), reason.to_string()));
+    match kind {
+        NftValueKind::Address => {
+            let net = match word.parse::<IpNet>() {
+                Ok(net) => net,
+                Err(_) => match word.parse::<IpAddr>() {
+                    Ok(address) => IpNet::from(address),
+                    Err(_) => {
+                        return error("expected an address or a network such as 10.96.0.0/12");
+                    }
+                },
+            };
+            if net.addr().is_ipv4() != ipv4 {
+                return error("the address is of the other family than the table");
+            }
+            match net.prefix_len() == net.max_prefix_len() {
+                true => Ok(kernel::NftValue::Address(net.addr())),
+                false => Ok(kernel::NftValue::Prefix(net.trunc())),
+            }
+        }
+        NftValueKind::Port => {
+            let port = |text: &str| text.parse::<u16>().ok().map(u32::from);
+            let parsed = match word.split_once('-') {
+                Some((first, last)) => port(first)
+                    .zip(port(last))
+                    .filter(|(first, last)| first <= last)
+                    .map(|(first, last)| kernel::NftValue::Range(first, last)),
+                None => port(word).map(kernel::NftValue::Number),
+            };
+            parsed.map_or_else(
+                || error("expected a port or a range such as 30000-32767"),
+                Ok,
+            )
+        }
+        NftValueKind::Mark => {
+            let parsed = match word.strip_prefix("0x") {
+                Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                None => word.parse::<u32>().ok(),
+            };
+            parsed.map_or_else(
+                || error("expected a 32-bit mark such as 0x4000"),
+                |mark| Ok(kernel::NftValue::Number(mark)),
+            )
+        }
+        NftValueKind::Name => {
+            let name = word.strip_suffix('*').unwrap_or(word);
+            let valid = !name.is_empty()
+                && word.len() <= 15
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            match valid {
+                true => Ok(kernel::NftValue::Name(word.to_string())),
+                false => error(
+                    "expected an interface name of at most 15 letters, digits, '-', '_' or '.', with an optional trailing '*'",
+                ),
+            }
+        }
+    }
+}
+
+/// Checks and converts the addresses of `nft-nat.add-masquerade`.
+pub(super) fn masquerade_sources(addresses: &[String]) -> Result<Vec<IpNet>, HostError> {
+    if addresses.is_empty() {
+        return Err(HostError::Invalid(
+            "nft-nat.add-masquerade needs at least one address in CIDR form, such as 10.244.10.2/24".into(),
+        ));
+    }
+    addresses
+        .iter()
+        .map(|text| parse_net(text, "masquerade source"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -432,5 +726,158 @@ mod tests {
                 "{link:?} {mac:?}: {error:?}"
             );
         }
+    }
+
+    fn nft_spec(
+        address: &str,
+        host_ip: Option<&str>,
+        conditions: &[&str],
+    ) -> nft_nat::NftPortMapSpec {
+        nft_nat::NftPortMapSpec {
+            container_address: address.into(),
+            mappings: vec![nat::PortMapping {
+                host_port: 8080,
+                container_port: 80,
+                protocol: nat::Protocol::Tcp,
+                host_ip: host_ip.map(str::to_string),
+            }],
+            snat: true,
+            masq_all: false,
+            conditions: conditions.iter().map(|token| token.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn nft_conditions_accepted() {
+        let spec = nft_spec(
+            "10.0.0.2/24",
+            Some("0.0.0.0"),
+            &[
+                "ip daddr",
+                "!=",
+                "10.96.0.7/12",
+                "iifname",
+                "eth*",
+                "meta",
+                "mark",
+                "==",
+                "0x4000",
+                "tcp",
+                "sport",
+                "30000-32767",
+                "ip",
+                "saddr",
+                "192.0.2.1/32",
+            ],
+        );
+
+        let parsed = nft_port_map_from_wit(&spec).unwrap();
+
+        assert_eq!(
+            parsed.mappings[0].host_ip, None,
+            "0.0.0.0 matches any address"
+        );
+        let expected = [
+            kernel::NftMatch {
+                selector: kernel::NftSelector::Payload {
+                    protocol: "ip",
+                    field: "daddr",
+                },
+                negated: true,
+                value: kernel::NftValue::Prefix("10.96.0.0/12".parse().unwrap()),
+            },
+            kernel::NftMatch {
+                selector: kernel::NftSelector::Meta { key: "iifname" },
+                negated: false,
+                value: kernel::NftValue::Name("eth*".into()),
+            },
+            kernel::NftMatch {
+                selector: kernel::NftSelector::Meta { key: "mark" },
+                negated: false,
+                value: kernel::NftValue::Number(0x4000),
+            },
+            kernel::NftMatch {
+                selector: kernel::NftSelector::Payload {
+                    protocol: "tcp",
+                    field: "sport",
+                },
+                negated: false,
+                value: kernel::NftValue::Range(30000, 32767),
+            },
+            kernel::NftMatch {
+                selector: kernel::NftSelector::Payload {
+                    protocol: "ip",
+                    field: "saddr",
+                },
+                negated: false,
+                value: kernel::NftValue::Address("192.0.2.1".parse().unwrap()),
+            },
+        ];
+        assert_eq!(parsed.conditions, expected);
+        let v6 = nft_port_map_from_wit(&nft_spec(
+            "2001:db8::2/64",
+            None,
+            &["ip6", "saddr", "fd00::/8"],
+        ));
+        assert!(v6.is_ok(), "{v6:?}");
+    }
+
+    /// Each rejection names the value, so that the operator can find it
+    /// in `conditionsV4` or `conditionsV6`.
+    #[test]
+    fn nft_conditions_rejected() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["ip", "daddr", "10.0.0.1;", "flush", "ruleset"], "\";\""),
+            (&["ip daddr 10.0.0.1\nadd rule ip nat x drop"], "\"\\n\""),
+            (&["ip", "daddr", "{", "10.0.0.1", "}"], "\"{\""),
+            (&["iifname", "\"eth0\""], "\"\\\"\""),
+            (&["ip", "daddr", "10.0.0.1", "jump", "other"], "\"jump\""),
+            (&["goto", "KUBE-SERVICES"], "\"goto\""),
+            (&["ip", "daddr", "10.0.0.1", "accept"], "\"accept\""),
+            (&["ip", "daddr", "@allowed"], "\"@\""),
+            (&["ip", "daddr", "$net"], "\"$\""),
+            (&["ip", "daddr", "nonsense"], "\"nonsense\""),
+            (&["ip6", "daddr", "::1"], "\"ip6\""),
+            (&["ip", "daddr", "::1"], "\"::1\""),
+            (&["ip", "protocol", "tcp"], "\"ip protocol\""),
+            (&["tcp", "dport", "70000"], "\"70000\""),
+            (&["tcp", "dport", "90-80"], "\"90-80\""),
+            (&["iifname", "a-name-over-15-bytes"], "a-name-over-15-bytes"),
+            (&["mark", "0xZZ"], "\"0xZZ\""),
+            (&["ip", "daddr", "!="], "\"ip daddr !=\""),
+            (&["fib", "daddr", "type", "local"], "\"fib\""),
+            (&["-d", "10.0.0.1"], "\"-d\""),
+        ];
+        for (tokens, needle) in cases {
+            let error = nft_port_map_from_wit(&nft_spec("10.0.0.2/24", None, tokens)).unwrap_err();
+            assert!(
+                matches!(&error, HostError::Invalid(message) if message.contains(needle) && message.contains("condition")),
+                "{tokens:?}: {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn nft_host_ip_family_checked() {
+        let error =
+            nft_port_map_from_wit(&nft_spec("10.0.0.2/24", Some("2001:db8::1"), &[])).unwrap_err();
+        assert!(
+            matches!(&error, HostError::Invalid(message) if message.contains("2001:db8::1")),
+            "{error:?}"
+        );
+        let any = nft_port_map_from_wit(&nft_spec("10.0.0.2/24", Some("::"), &[])).unwrap();
+        assert_eq!(any.mappings[0].host_ip, None);
+    }
+
+    #[test]
+    fn masquerade_sources_checked() {
+        let sources = masquerade_sources(&["10.0.0.2/24".into(), "2001:db8::2/64".into()]).unwrap();
+        assert_eq!(sources.len(), 2);
+        assert!(masquerade_sources(&[]).is_err());
+        let error = masquerade_sources(&["10.0.0.2; drop".into()]).unwrap_err();
+        assert!(
+            matches!(&error, HostError::Invalid(message) if message.contains("10.0.0.2; drop")),
+            "{error:?}"
+        );
     }
 }

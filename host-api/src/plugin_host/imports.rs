@@ -417,11 +417,7 @@ impl HostContext {
             Ok(parsed) => parsed,
             Err(error) => return Ok(Err(error)),
         };
-        let mappings: Vec<_> = parsed
-            .mappings
-            .iter()
-            .map(|m| json!({"hostPort": m.host_port, "containerPort": m.container_port, "protocol": m.protocol.as_str(), "hostIP": m.host_ip}))
-            .collect();
+        let mappings = mappings_json(&parsed.mappings);
         let call = Call {
             operation,
             arguments: json!({"containerAddress": spec.container_address, "mappings": mappings, "snat": spec.snat,
@@ -488,6 +484,14 @@ impl HostContext {
             },
         )
     }
+}
+
+/// Returns the audit record's view of port mappings.
+pub(super) fn mappings_json(mappings: &[kernel::PortMapping]) -> Vec<serde_json::Value> {
+    mappings
+        .iter()
+        .map(|m| json!({"hostPort": m.host_port, "containerPort": m.container_port, "protocol": m.protocol.as_str(), "hostIP": m.host_ip}))
+        .collect()
 }
 
 impl nat::Host for HostContext {

@@ -556,13 +556,19 @@ pub(super) fn check(policy: &PluginPolicy, request: &Request<'_>) -> Decision {
             host_port,
             host_ip,
             protocol,
+        }
+        | Request::NftPortMapping {
+            host_port,
+            host_ip,
+            protocol,
         } => policy
             .port_mappings
             .as_ref()
             .and_then(|rules| rules.check(*host_port, *host_ip, protocol)),
         Request::Masquerade {
             source: Some(source),
-        } => policy.masquerade.as_ref().and_then(|rules| {
+        }
+        | Request::NftMasquerade { source } => policy.masquerade.as_ref().and_then(|rules| {
             (!rules.sources.iter().any(|subnet| subnet.contains(source))).then(|| {
                 Decision::violation(
                     rules.mode,

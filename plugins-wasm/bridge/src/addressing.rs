@@ -183,6 +183,7 @@ mod tests {
             is_gateway: is_gateway || is_default_gateway,
             is_default_gateway,
             ip_masq: false,
+            ip_masq_backend: Default::default(),
             mtu: None,
             hairpin_mode: false,
             promisc_mode: false,

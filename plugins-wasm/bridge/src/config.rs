@@ -16,6 +16,8 @@ pub struct BridgeConfig {
     pub is_gateway: bool,
     pub is_default_gateway: bool,
     pub ip_masq: bool,
+    /// The rules that masquerade with `ipMasq` (`ipMasqBackend`).
+    pub ip_masq_backend: MasqueradeBackend,
     /// MTU in bytes for a new bridge and both veth ends; `None` keeps the
     /// kernel default.
     pub mtu: Option<u32>,
@@ -102,7 +104,7 @@ impl BridgeConfig {
                 "vlan or vlanTrunk with isGateway or isDefaultGateway is not supported by this bridge plugin, which cannot create the VLAN gateway interface: remove isGateway, or put the gateway on a router outside the bridge",
             ));
         }
-        check_masquerade_backend(raw.ip_masq_backend.as_deref())?;
+        let ip_masq_backend = masquerade_backend(raw.ip_masq_backend.as_deref())?;
 
         let name = raw.bridge.filter(|name| !name.is_empty());
         Ok(Self {
@@ -110,6 +112,7 @@ impl BridgeConfig {
             is_gateway: raw.is_gateway || raw.is_default_gateway,
             is_default_gateway: raw.is_default_gateway,
             ip_masq: raw.ip_masq,
+            ip_masq_backend,
             mtu: (raw.mtu != 0).then_some(raw.mtu),
             hairpin_mode: raw.hairpin_mode,
             promisc_mode: raw.promisc_mode,
@@ -141,17 +144,27 @@ impl BridgeConfig {
     }
 }
 
-/// Accepts `ipMasqBackend` absent or `iptables`, the only masquerade the
-/// host builds.
-fn check_masquerade_backend(backend: Option<&str>) -> Result<(), CniError> {
+/// The rules that masquerade a container's traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MasqueradeBackend {
+    /// A chain per container in the nat table, the reference's default.
+    #[default]
+    Iptables,
+    /// Rules in table `inet cni_plugins_masquerade`.
+    Nftables,
+}
+
+/// Reads `ipMasqBackend`: absent is iptables, the reference's default
+/// where iptables is installed.
+fn masquerade_backend(backend: Option<&str>) -> Result<MasqueradeBackend, CniError> {
     match backend {
-        None | Some("iptables") => Ok(()),
-        Some("nftables") => Err(unsupported(
-            "ipMasqBackend \"nftables\" is not supported by this bridge plugin, whose host masquerades with iptables only: remove ipMasqBackend or set it to \"iptables\"",
-        )),
+        None | Some("iptables") => Ok(MasqueradeBackend::Iptables),
+        Some("nftables") => Ok(MasqueradeBackend::Nftables),
         Some(other) => Err(CniError::new(
             codes::INVALID_NETWORK_CONFIG,
-            format!("invalid ipMasqBackend {other:?}: use \"iptables\" or remove the key"),
+            format!(
+                "invalid ipMasqBackend {other:?}: use \"iptables\" or \"nftables\", or remove the key"
+            ),
         )),
     }
 }
@@ -304,13 +317,22 @@ mod tests {
     #[test]
     fn masquerade_backend_values() {
         let with = |backend: &str| with_keys(json!({"ipMasq": true, "ipMasqBackend": backend}));
-        assert!(with("iptables").is_ok());
+        assert_eq!(
+            with("iptables").unwrap().ip_masq_backend,
+            MasqueradeBackend::Iptables
+        );
+        assert_eq!(
+            with("nftables").unwrap().ip_masq_backend,
+            MasqueradeBackend::Nftables
+        );
+        assert_eq!(
+            with_keys(json!({"ipMasq": true})).unwrap().ip_masq_backend,
+            MasqueradeBackend::Iptables
+        );
 
-        let nftables = with("nftables").unwrap_err();
-        assert_eq!(nftables.code, 2);
-        assert!(nftables.msg.contains("ipMasqBackend"), "{}", nftables.msg);
-
-        assert_eq!(with("ebtables").unwrap_err().code, 7);
+        let error = with("ebtables").unwrap_err();
+        assert_eq!(error.code, 7);
+        assert!(error.msg.contains("\"ebtables\""), "{}", error.msg);
     }
 
     #[test]

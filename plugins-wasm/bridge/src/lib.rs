@@ -14,11 +14,11 @@ use cniwasm_plugin_sdk::link::{self, BridgeSpec, LinkInfo, LinkSettings, VethPai
 use cniwasm_plugin_sdk::{
     AddOutput, CniError, HostResultExt, Invocation, Netns, Plugin, PluginConfig, address, codes,
     delegate_ipam_add, delegate_ipam_check, delegate_ipam_del, delegate_ipam_status,
-    describe_host_error, logging, nat, route, spoof_check, sysctl,
+    describe_host_error, logging, nat, nft_nat, route, spoof_check, sysctl,
 };
 
 use crate::addressing::{BridgeAddressPlan, apply_gateways, container_routes, plan_bridge_address};
-use crate::config::BridgeConfig;
+use crate::config::{BridgeConfig, MasqueradeBackend};
 
 /// The bridge plugin.
 pub struct Bridge;
@@ -92,7 +92,7 @@ impl Plugin for Bridge {
             ));
         }
         if options.ip_masq {
-            nat::remove_masquerade().context("failed to remove masquerade rules")?;
+            remove_masquerade_both(options.ip_masq_backend)?;
         }
         Ok(())
     }
@@ -131,15 +131,16 @@ struct Undo {
     container_link: Option<String>,
     spoof_check: bool,
     ipam_allocated: bool,
-    masquerade: bool,
+    /// The backend of the masquerade rules added, if any.
+    masquerade: Option<MasqueradeBackend>,
 }
 
 impl Undo {
     /// Undoes the recorded steps; failures are logged, because the error of
     /// the step that failed is the one the runtime needs.
     fn run(&self) {
-        if self.masquerade
-            && let Err(error) = nat::remove_masquerade()
+        if let Some(backend) = self.masquerade
+            && let Err(error) = remove_masquerade(backend)
         {
             logging::warn(&format!(
                 "failed to remove masquerade after a failed ADD: {}",
@@ -328,11 +329,9 @@ impl Attachment<'_> {
         }
 
         if self.options.ip_masq {
-            undo.masquerade = true;
-            for ip in &result.ips {
-                nat::add_masquerade(&ip.address)
-                    .context(&format!("failed to set up masquerade for {}", ip.address))?;
-            }
+            let backend = self.options.ip_masq_backend;
+            undo.masquerade = Some(backend);
+            add_masquerade(backend, result)?;
         }
         Ok(())
     }
@@ -360,6 +359,57 @@ impl Attachment<'_> {
             }
         }
     }
+}
+
+/// Masquerades traffic from the result's addresses. The nftables backend
+/// takes them in one call, because each call replaces the attachment's
+/// earlier rules, as the reference's does.
+fn add_masquerade(
+    backend: MasqueradeBackend,
+    result: &cniwasm_types::Result,
+) -> Result<(), CniError> {
+    let addresses: Vec<String> = result.ips.iter().map(|ip| ip.address.clone()).collect();
+    match backend {
+        MasqueradeBackend::Iptables => {
+            for address in &addresses {
+                nat::add_masquerade(address)
+                    .context(&format!("failed to set up masquerade for {address}"))?;
+            }
+            Ok(())
+        }
+        MasqueradeBackend::Nftables => nft_nat::add_masquerade(&addresses).context(&format!(
+            "failed to set up nftables masquerade for {}",
+            addresses.join(", ")
+        )),
+    }
+}
+
+fn remove_masquerade(backend: MasqueradeBackend) -> Result<(), cniwasm_plugin_sdk::HostError> {
+    match backend {
+        MasqueradeBackend::Iptables => nat::remove_masquerade(),
+        MasqueradeBackend::Nftables => nft_nat::remove_masquerade(),
+    }
+}
+
+/// Removes the masquerade rules of both backends, as the reference's DEL
+/// does, because the container may have been added with the other
+/// backend. A failure of the configured backend fails DEL. The other
+/// backend's is logged, because its program may not be installed, which
+/// the reference also forgives.
+fn remove_masquerade_both(configured: MasqueradeBackend) -> Result<(), CniError> {
+    for backend in [MasqueradeBackend::Iptables, MasqueradeBackend::Nftables] {
+        let Err(error) = remove_masquerade(backend) else {
+            continue;
+        };
+        if backend == configured {
+            return Err(error).context("failed to remove masquerade rules");
+        }
+        logging::warn(&format!(
+            "failed to remove {backend:?} masquerade rules of another ipMasqBackend: {}",
+            describe_host_error(&error)
+        ));
+    }
+    Ok(())
 }
 
 /// Configures the container end: sysctls, addresses, link up, routes.

@@ -10,8 +10,10 @@ use serde_json::Value;
 
 use cniwasm_plugin_sdk::cniwasm_types;
 use cniwasm_plugin_sdk::nat::{self, PortMapSpec, PortMapping, Protocol};
+use cniwasm_plugin_sdk::nft_nat::{self, NftPortMapSpec};
 use cniwasm_plugin_sdk::{
     AddOutput, CniError, HostResultExt, Invocation, Plugin, PluginConfig, codes,
+    describe_host_error, logging,
 };
 
 /// The portmap plugin.
@@ -24,19 +26,27 @@ impl Plugin for Portmap {
         };
         let options = PortmapConfig::parse(config)?;
 
-        for spec in family_specs(&options, prev, &inv.ifname) {
-            nat::add_port_mappings(&spec).context(&format!(
-                "failed to add port mappings for {}",
-                spec.container_address
-            ))?;
+        let specs = family_specs(&options, prev, &inv.ifname);
+        match options.backend {
+            Backend::Iptables => add_iptables(&specs)?,
+            Backend::Nftables => add_nftables(&specs)?,
         }
         Ok(AddOutput::Result(prev.clone()))
     }
 
-    fn del(_inv: &Invocation, _config: &PluginConfig) -> Result<(), CniError> {
-        // The host finds the rules by owner, so DEL needs neither the
-        // mappings nor prevResult.
-        nat::remove_port_mappings().context("failed to remove port mappings")
+    fn del(_inv: &Invocation, config: &PluginConfig) -> Result<(), CniError> {
+        let options = PortmapConfig::parse(config)?;
+        match options.backend {
+            // The host finds the rules by owner, so DEL needs neither the
+            // mappings nor prevResult.
+            Backend::Iptables => {
+                nat::remove_port_mappings().context("failed to remove port mappings")
+            }
+            // The reference's nftables DEL does nothing without mappings.
+            Backend::Nftables if options.mappings.is_empty() => Ok(()),
+            Backend::Nftables => nft_nat::remove_port_mappings()
+                .context("failed to remove the nftables port mappings"),
+        }
     }
 
     fn check(inv: &Invocation, config: &PluginConfig) -> Result<(), CniError> {
@@ -46,12 +56,63 @@ impl Plugin for Portmap {
         let options = PortmapConfig::parse(config)?;
 
         for spec in family_specs(&options, prev, &inv.ifname) {
-            nat::check_port_mappings(&spec).context(&format!(
+            let message = format!(
                 "port mappings for {} do not match the configuration",
                 spec.container_address
-            ))?;
+            );
+            match options.backend {
+                Backend::Iptables => nat::check_port_mappings(&spec).context(&message)?,
+                Backend::Nftables => {
+                    nft_nat::check_port_mappings(&nft_spec(spec)).context(&message)?
+                }
+            }
         }
         Ok(())
+    }
+}
+
+fn add_iptables(specs: &[PortMapSpec]) -> Result<(), CniError> {
+    for spec in specs {
+        nat::add_port_mappings(spec).context(&format!(
+            "failed to add port mappings for {}",
+            spec.container_address
+        ))?;
+    }
+    Ok(())
+}
+
+/// Adds each family's mappings. Each family's rules go in as one atomic
+/// transaction. When a later family fails, the earlier families' rules are
+/// removed, so a failed ADD leaves none of the container's rules.
+fn add_nftables(specs: &[PortMapSpec]) -> Result<(), CniError> {
+    for spec in specs {
+        let added = nft_nat::add_port_mappings(&nft_spec(spec.clone())).context(&format!(
+            "failed to add nftables port mappings for {}",
+            spec.container_address
+        ));
+        let Err(error) = added else {
+            continue;
+        };
+        if let Err(undo) = nft_nat::remove_port_mappings() {
+            logging::warn(&format!(
+                "failed to remove nftables port mappings after a failed ADD: {}",
+                describe_host_error(&undo)
+            ));
+        }
+        return Err(error);
+    }
+    Ok(())
+}
+
+/// Returns the nftables form of one family's request: the same mappings,
+/// SNAT and conditions, without the iptables mark options.
+fn nft_spec(spec: PortMapSpec) -> NftPortMapSpec {
+    NftPortMapSpec {
+        container_address: spec.container_address,
+        mappings: spec.mappings,
+        snat: spec.snat,
+        masq_all: spec.masq_all,
+        conditions: spec.conditions,
     }
 }
 
@@ -75,9 +136,26 @@ pub struct Mapping {
     pub host_ip: Option<IpAddr>,
 }
 
+/// The rules that carry the mappings (`backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Iptables,
+    Nftables,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Iptables => "iptables",
+            Backend::Nftables => "nftables",
+        }
+    }
+}
+
 /// The plugin's options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortmapConfig {
+    pub backend: Backend,
     pub mappings: Vec<Mapping>,
     pub snat: bool,
     pub masq_all: bool,
@@ -115,13 +193,13 @@ struct RawMapping {
 }
 
 impl PortmapConfig {
-    /// Reads `snat` (default true), `masqAll` (default false), `markMasqBit`
-    /// (default 13, 0 to 31), `externalSetMarkChain`, `conditionsV4`,
-    /// `conditionsV6` and the mappings. Errors carry code 7, or 2 for an
-    /// option the host cannot honour.
+    /// Reads `backend` (default iptables), `snat` (default true),
+    /// `masqAll` (default false), `markMasqBit` (default 13, 0 to 31),
+    /// `externalSetMarkChain`, `conditionsV4`, `conditionsV6` and the
+    /// mappings. Errors carry code 7.
     pub fn parse(config: &PluginConfig) -> Result<Self, CniError> {
         let raw: RawOptions = config.options()?;
-        raw.reject_unsupported()?;
+        let backend = raw.backend()?;
         let mark_bit = raw.mark_masq_bit.unwrap_or(13);
         if !(0..=31).contains(&mark_bit) {
             return Err(invalid(format!(
@@ -134,6 +212,7 @@ impl PortmapConfig {
             Some(value) => parse_mappings(value)?,
         };
         Ok(Self {
+            backend,
             mappings,
             snat: raw.snat.unwrap_or(true),
             masq_all: raw.masq_all.unwrap_or(false),
@@ -148,10 +227,9 @@ impl PortmapConfig {
 }
 
 impl RawOptions {
-    /// Rejects option values whose effect the host cannot produce: it
-    /// builds iptables rules only, so nftables conditions cannot apply.
-    /// Ignoring them would forward other traffic than the operator asked for.
-    fn reject_unsupported(&self) -> Result<(), CniError> {
+    /// Returns the backend, and rejects options of the other backend, as
+    /// the reference's `ensureBackend` does with the same message.
+    fn backend(&self) -> Result<Backend, CniError> {
         let external_chain = self
             .external_set_mark_chain
             .as_deref()
@@ -161,40 +239,60 @@ impl RawOptions {
                 "externalSetMarkChain {chain:?} and markMasqBit {bit} exclude each other: remove one"
             )));
         }
-        match self.backend.as_deref() {
-            None | Some("iptables") => {}
-            Some("nftables") => {
-                return Err(unsupported(
-                    "backend \"nftables\" is not supported by this portmap plugin, whose host builds iptables rules only: remove backend or set it to \"iptables\"",
-                ));
-            }
+        let backend = match self.backend.as_deref() {
+            None | Some("iptables") => Backend::Iptables,
+            Some("nftables") => Backend::Nftables,
             Some(other) => {
                 return Err(invalid(format!(
-                    "invalid backend {other:?}: use \"iptables\" or remove the key"
+                    "invalid backend {other:?}: use \"iptables\" or \"nftables\", or remove the key"
                 )));
             }
+        };
+
+        let mut specific: Vec<(Backend, &str)> = Vec::new();
+        if external_chain.is_some() {
+            specific.push((Backend::Iptables, "externalSetMarkChain"));
         }
-        // The reference plugin reads conditions whose first token starts
-        // with `-` or `!` as iptables matches and all others as nftables.
         for (key, conditions) in [
             ("conditionsV4", &self.conditions_v4),
             ("conditionsV6", &self.conditions_v6),
         ] {
-            let iptables = conditions
-                .first()
-                .is_none_or(|first| first.starts_with(['-', '!']));
-            if !iptables {
-                return Err(unsupported(format!(
-                    "{key} {conditions:?} are nftables conditions, which this portmap plugin cannot apply: its host builds iptables rules, so write them as iptables matches such as [\"!\", \"-d\", \"10.99.0.0/16\"]"
-                )));
+            if let Some(owner) = conditions_backend(conditions) {
+                specific.push((owner, key));
             }
         }
-        Ok(())
+        let wrong: Vec<&str> = specific
+            .iter()
+            .filter(|(owner, _)| *owner != backend)
+            .map(|(_, key)| *key)
+            .collect();
+        if !wrong.is_empty() {
+            let other = match backend {
+                Backend::Iptables => Backend::Nftables,
+                Backend::Nftables => Backend::Iptables,
+            };
+            return Err(invalid(format!(
+                "{} backend was requested but configuration contains {}-specific options [{}]: set backend to {:?} or remove them",
+                backend.name(),
+                other.name(),
+                wrong.join(" "),
+                other.name()
+            )));
+        }
+        Ok(backend)
     }
 }
 
-fn unsupported(message: impl Into<String>) -> CniError {
-    CniError::new(codes::UNSUPPORTED_FIELD, message)
+/// Returns the backend whose syntax `conditions` use, by the reference's
+/// rule: a first token that starts with `-` or `!` is an
+/// iptables match, any other an nftables one. No conditions, or an empty
+/// first token, belong to neither.
+fn conditions_backend(conditions: &[String]) -> Option<Backend> {
+    let first = conditions.first().filter(|first| !first.is_empty())?;
+    match first.starts_with(['-', '!']) {
+        true => Some(Backend::Iptables),
+        false => Some(Backend::Nftables),
+    }
 }
 
 fn parse_mappings(value: &Value) -> Result<Vec<Mapping>, CniError> {
@@ -458,39 +556,63 @@ mod tests {
         }
     }
 
+    /// Options of the other backend are rejected with the reference's
+    /// message, and so are unknown backends.
     #[test]
-    fn unimplemented_keys_rejected() {
+    fn backend_options_checked() {
         let cases = [
-            (json!({"backend": "nftables"}), 2, "backend"),
-            (json!({"backend": "pf"}), 7, "backend"),
+            (json!({"backend": "pf"}), "invalid backend \"pf\""),
             (
                 json!({"externalSetMarkChain": "X", "markMasqBit": 5}),
-                7,
                 "markMasqBit",
             ),
             (
                 json!({"conditionsV4": ["ip", "saddr", "1.2.3.4"]}),
-                2,
-                "conditionsV4",
+                "iptables backend was requested but configuration contains nftables-specific options [conditionsV4]",
             ),
             (
-                json!({"conditionsV6": ["ip6", "daddr", "!=", "::1"]}),
-                2,
-                "conditionsV6",
+                json!({"backend": "nftables", "externalSetMarkChain": "KUBE-MARK-MASQ",
+                    "conditionsV6": ["!", "-d", "fd00::/8"]}),
+                "nftables backend was requested but configuration contains iptables-specific options [externalSetMarkChain conditionsV6]",
             ),
         ];
-        for (mut value, code, key) in cases {
+        for (mut value, needle) in cases {
             value["cniVersion"] = json!("1.0.0");
             value["name"] = json!("n");
             let error = PortmapConfig::parse(&config(value.clone())).unwrap_err();
-            assert_eq!(error.code, code, "{value}");
-            assert!(error.msg.contains(key), "{value}: {}", error.msg);
+            assert_eq!(error.code, 7, "{value}");
+            assert!(error.msg.contains(needle), "{value}: {}", error.msg);
         }
 
         let accepted = json!({"cniVersion": "1.0.0", "name": "n", "backend": "iptables",
             "externalSetMarkChain": "", "conditionsV4": []});
         let parsed = PortmapConfig::parse(&config(accepted)).unwrap();
         assert_eq!(parsed.mark_chain, None);
+        assert_eq!(parsed.backend, Backend::Iptables);
+
+        let nftables = json!({"cniVersion": "1.0.0", "name": "n", "backend": "nftables",
+            "conditionsV4": ["ip", "daddr", "!=", "10.96.0.0/12"], "conditionsV6": [""]});
+        let parsed = PortmapConfig::parse(&config(nftables)).unwrap();
+        assert_eq!(parsed.backend, Backend::Nftables);
+        assert_eq!(parsed.conditions_v4, ["ip", "daddr", "!=", "10.96.0.0/12"]);
+    }
+
+    #[test]
+    fn nft_spec_keeps_mappings_and_conditions() {
+        let mut value = json!({"cniVersion": "1.0.0", "name": "n", "backend": "nftables",
+            "masqAll": true, "conditionsV4": ["iifname", "eth0"],
+            "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}});
+        value["prevResult"] = serde_json::to_value(chained_result()).unwrap();
+        let options = PortmapConfig::parse(&config(value)).unwrap();
+
+        let specs = family_specs(&options, &chained_result(), "eth0");
+        let spec = nft_spec(specs[0].clone());
+
+        assert_eq!(spec.container_address, "10.244.10.7/24");
+        assert_eq!(spec.mappings.len(), 1);
+        assert!(spec.snat);
+        assert!(spec.masq_all);
+        assert_eq!(spec.conditions, ["iifname", "eth0"]);
     }
 
     /// Each family's spec carries that family's conditions, and both carry

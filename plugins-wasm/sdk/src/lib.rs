@@ -74,7 +74,7 @@ impl Default for bindings::cniwasm::host::link::LinkSettings {
 
 pub use bindings::cniwasm::host::types::{HostError, Netns};
 pub use bindings::cniwasm::host::{
-    address, dns, filter, ipam, ipam_store, link, nat, route, spoof_check, state, sysctl,
+    address, dns, filter, ipam, ipam_store, link, nat, nft_nat, route, spoof_check, state, sysctl,
 };
 pub use cniwasm_types;
 pub use cniwasm_types::{CniError, codes};
