@@ -12,6 +12,9 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
+use netlink_packet_netfilter::NetfilterProtoFamily;
+
+use super::iptables::NftSocket;
 use crate::kernel::{KernelError, KernelErrorKind, Namespace};
 
 /// The program that applies and lists nftables rules.
@@ -66,6 +69,13 @@ impl NftProgram {
         family: &str,
         name: &str,
     ) -> Result<Value, KernelError> {
+        // A bridge DEL removes the masquerade of both backends, so with the
+        // iptables backend this runs for a table that does not exist. Asking
+        // the kernel first spares the two nft processes of that case.
+        if table_missing(family, name) {
+            return Ok(json!({ "nftables": [] }));
+        }
+
         let error = match self.list(operation, &["-j", "list", "table", family, name]) {
             Ok(listing) => return Ok(listing),
             Err(error) => error,
@@ -144,6 +154,27 @@ impl NftProgram {
 }
 
 /// Returns a failure of `operation` in the host namespace.
+/// Tells whether nf_tables netlink reports that table `name` of the nft
+/// family `family` does not exist in the calling thread's namespace. A
+/// failed request counts as unknown, and then nft decides.
+fn table_missing(family: &str, name: &str) -> bool {
+    let family = match family {
+        "inet" => NetfilterProtoFamily::Inet,
+        "ip" => NetfilterProtoFamily::IPv4,
+        "ip6" => NetfilterProtoFamily::IPv6,
+        "bridge" => NetfilterProtoFamily::Bridge,
+        _ => return false,
+    };
+    let exists = NftSocket::open().and_then(|mut socket| socket.table_exists(family, name));
+    match exists {
+        Ok(exists) => !exists,
+        Err(error) => {
+            tracing::debug!(%error, name, "nf_tables table lookup failed, asking nft");
+            false
+        }
+    }
+}
+
 pub(crate) fn failed(operation: &str, reason: String) -> KernelError {
     KernelError::new(KernelErrorKind::Failed, Namespace::Host, operation, reason)
 }

@@ -75,8 +75,8 @@ pub(super) fn read_files(state: Option<&IpamStateDir>) -> Result<StoreFiles, Hos
 /// The number of files from which [`read_all`] reads on two threads. Each
 /// file takes an open, a stat, two reads and a close: with 500
 /// reservations on the 2-core test VM, that was 1.8 ms of an ADD on one
-/// thread. Starting a thread costs about as much as reading a few dozen
-/// files, so small directories stay on one.
+/// thread. Starting a thread costs, by estimate, about as much as reading a
+/// few dozen files, so small directories stay on one.
 const PARALLEL_READ_FILES: usize = 64;
 
 /// Reads `entries` in order, the second half on another thread when there

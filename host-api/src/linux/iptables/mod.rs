@@ -33,6 +33,7 @@ mod rules;
 mod script;
 
 pub use filter::IptablesFilter;
+pub(crate) use nftables::NftSocket;
 
 use std::cell::Cell;
 use std::fs::{File, OpenOptions};
@@ -47,7 +48,7 @@ use ipnet::IpNet;
 use crate::kernel::{
     Firewall, KernelError, KernelErrorKind, Namespace, Netlink, Owner, PortMapSpec, Sysctl,
 };
-use nftables::{ChainRemoval, NftError, NftSocket};
+use nftables::{ChainRemoval, NftError};
 use rules::{Family, HOSTPORT_DNAT, HOSTPORT_MASQ, NAT_BUILTIN_CHAINS, POSTROUTING, Rule};
 use script::{RestoreScript, SavedTable};
 

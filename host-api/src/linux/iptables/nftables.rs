@@ -38,7 +38,7 @@ use netlink_packet_core::{
 use netlink_packet_netfilter::nftables::{
     Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions,
     Immediate, ListAttribute, Meta, MetaKey, NfTablesMessage, Operator, Payload, Register,
-    RuleAttribute, RuleMessage, Verdict, VerdictAttribute,
+    RuleAttribute, RuleMessage, TableAttribute, TableMessage, Verdict, VerdictAttribute,
 };
 use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{
@@ -290,6 +290,37 @@ impl NftSocket {
             flags.push(NLM_F_CREATE | NLM_F_APPEND);
         }
         self.commit_with_flags(family, &messages, &flags)
+    }
+
+    /// Tells whether the nf_tables table `name` of the netfilter family
+    /// `family` (such as `inet`) exists.
+    pub(crate) fn table_exists(
+        &mut self,
+        family: NetfilterProtoFamily,
+        name: &str,
+    ) -> io::Result<bool> {
+        let request = NfTablesMessage::GetTable(TableMessage {
+            attributes: vec![TableAttribute::Name(name.into())],
+        });
+        let sequence = self.next_sequence();
+        let header = NetfilterHeader::new(family, 0, 0);
+        let message = netfilter_message(header, request, NLM_F_REQUEST, sequence);
+        self.socket.send(&encode(&[message]), 0)?;
+
+        loop {
+            let (buffer, _) = self.socket.recv_from_full()?;
+            for (kind, reply_sequence, payload) in split_messages(&buffer)? {
+                if reply_sequence != sequence {
+                    continue;
+                }
+                return match (kind, error_code(payload)) {
+                    (NLMSG_ERROR, code) if code == -libc::ENOENT => Ok(false),
+                    (NLMSG_ERROR, 0) => Ok(true),
+                    (NLMSG_ERROR, code) => Err(io::Error::from_raw_os_error(-code)),
+                    _ => Ok(true),
+                };
+            }
+        }
     }
 
     fn chain_exists(&mut self, family: Family, chain: &str) -> io::Result<bool> {

@@ -808,3 +808,38 @@ fn jump_found_anywhere_in_large_chain() {
         assert_eq!(rules.len(), 502);
     });
 }
+
+/// nf_tables netlink tells a missing table from an existing one in any
+/// family, so listing a missing table needs no nft process: it succeeds
+/// even with an nft program that does not exist.
+#[test]
+fn table_lookup_spares_nft_process() {
+    privileged("table_lookup_spares_nft_process", || {
+        use netlink_packet_netfilter::NetfilterProtoFamily;
+
+        let mut socket = NftSocket::open().unwrap();
+        let inet = NetfilterProtoFamily::Inet;
+        assert!(!socket.table_exists(inet, "cni_plugins_masquerade").unwrap());
+        run_with_input(
+            "nft",
+            &["-f", "-"],
+            "add table inet cni_plugins_masquerade\n",
+        );
+        assert!(socket.table_exists(inet, "cni_plugins_masquerade").unwrap());
+        assert!(
+            !socket
+                .table_exists(NetfilterProtoFamily::IPv4, "cni_plugins_masquerade")
+                .unwrap()
+        );
+
+        let missing_program = crate::linux::nft::NftProgram::new("/nonexistent/nft", "a test");
+        let listing = missing_program
+            .list_table("list a missing table", "inet", "cni_hostport_absent")
+            .unwrap();
+        assert_eq!(listing, serde_json::json!({ "nftables": [] }));
+        let error = missing_program
+            .list_table("list an existing table", "inet", "cni_plugins_masquerade")
+            .unwrap_err();
+        assert!(error.to_string().contains("/nonexistent/nft"), "{error}");
+    });
+}
