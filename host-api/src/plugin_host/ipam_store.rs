@@ -41,7 +41,10 @@ pub(super) fn read_files(state: Option<&IpamStateDir>) -> Result<StoreFiles, Hos
         ))
     };
 
-    let mut entries = Vec::new();
+    let mut files = StoreFiles {
+        small: Vec::new(),
+        large: Vec::new(),
+    };
     for entry in state.dir.entries().map_err(failed)? {
         let entry = entry.map_err(failed)?;
         // The entry's type is that of the name itself, so a symbolic link
@@ -49,18 +52,11 @@ pub(super) fn read_files(state: Option<&IpamStateDir>) -> Result<StoreFiles, Hos
         if !entry.file_type().map_err(failed)?.is_file() {
             continue;
         }
-        if let Ok(name) = entry.file_name().into_string() {
-            entries.push((name, entry));
-        }
-    }
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
 
-    let contents = read_all(state, &entries)?;
-    let mut files = StoreFiles {
-        small: Vec::new(),
-        large: Vec::new(),
-    };
-    for ((name, _), contents) in entries.into_iter().zip(contents) {
-        match contents {
+        match read_small(&entry, &state.path.join(&name))? {
             Some(Contents::Small(contents)) => files.small.push(StoreFile { name, contents }),
             Some(Contents::Large) => files.large.push(name),
             None => {}
@@ -70,40 +66,6 @@ pub(super) fn read_files(state: Option<&IpamStateDir>) -> Result<StoreFiles, Hos
     files.small.sort_by(|a, b| a.name.cmp(&b.name));
     files.large.sort();
     Ok(files)
-}
-
-/// The number of files from which [`read_all`] reads on two threads. Each
-/// file takes an open, a stat, two reads and a close: with 500
-/// reservations on the 2-core test VM, that was 1.8 ms of an ADD on one
-/// thread. Starting a thread costs, by estimate, about as much as reading a
-/// few dozen files, so small directories stay on one.
-const PARALLEL_READ_FILES: usize = 64;
-
-/// Reads `entries` in order, the second half on another thread when there
-/// are at least [`PARALLEL_READ_FILES`].
-fn read_all(
-    state: &IpamStateDir,
-    entries: &[(String, DirEntry)],
-) -> Result<Vec<Option<Contents>>, HostError> {
-    let read = |part: &[(String, DirEntry)]| -> Result<Vec<Option<Contents>>, HostError> {
-        part.iter()
-            .map(|(name, entry)| read_small(entry, &state.path.join(name)))
-            .collect()
-    };
-    if entries.len() < PARALLEL_READ_FILES {
-        return read(entries);
-    }
-
-    let (first, second) = entries.split_at(entries.len() / 2);
-    std::thread::scope(|scope| {
-        let second = scope.spawn(|| read(second));
-        let mut contents = read(first)?;
-        let rest = second
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-        contents.extend(rest);
-        Ok(contents)
-    })
 }
 
 enum Contents {
@@ -195,29 +157,6 @@ mod tests {
 
         assert_eq!(names(&files), ["10.1.2.2"]);
         assert_eq!(files.large, ["10.1.2.5"]);
-    }
-
-    #[test]
-    fn many_files_read_on_two_threads() {
-        let dir = tempfile::tempdir().unwrap();
-        let count = 3 * PARALLEL_READ_FILES;
-        for host in 0..count {
-            let name = format!("10.1.{}.{}", host / 250, host % 250 + 2);
-            std::fs::write(dir.path().join(&name), format!("id-{name}\r\neth0")).unwrap();
-        }
-        let large = vec![b'x'; MAX_IPAM_STORE_FILE_BYTES as usize + 1];
-        std::fs::write(dir.path().join("zz-large"), large).unwrap();
-
-        let files = read_files(Some(&open(dir.path()))).unwrap();
-
-        assert_eq!(files.small.len(), count);
-        assert_eq!(files.large, ["zz-large"]);
-        for file in &files.small {
-            let expected = format!("id-{}\r\neth0", file.name);
-            assert_eq!(file.contents, expected.as_bytes(), "{}", file.name);
-        }
-        let sorted = names(&files).windows(2).all(|pair| pair[0] < pair[1]);
-        assert!(sorted, "{:?}", names(&files));
     }
 
     #[test]
