@@ -159,7 +159,31 @@ pub(super) fn add(
         spec.container_address.addr(),
         owner.container_id
     );
+    check_comment_length(&operation, &owner.container_id)?;
     nft.apply(&operation, add_commands(owner, spec))
+}
+
+/// The longest rule comment nft accepts, in bytes: nft 1.0.6 rejects a
+/// longer one with "comment too long, 128 characters maximum allowed".
+const MAX_COMMENT_BYTES: usize = 128;
+
+/// Fails with `Invalid` when the container id, which the reference layout
+/// uses as the comment of every rule, is too long for a comment. The check
+/// spares the nft process, and its message names what to do instead.
+fn check_comment_length(operation: &str, container_id: &str) -> Result<(), KernelError> {
+    if container_id.len() <= MAX_COMMENT_BYTES {
+        return Ok(());
+    }
+    let reason = format!(
+        "the container id has {} bytes, but nftables rule comments hold at most {MAX_COMMENT_BYTES}: use a shorter container id, or the iptables backend",
+        container_id.len()
+    );
+    Err(KernelError::new(
+        KernelErrorKind::Invalid,
+        Namespace::Host,
+        operation,
+        reason,
+    ))
 }
 
 /// Returns the number of rules each chain needs for `spec`: one per
@@ -428,5 +452,29 @@ mod tests {
             .map(|c| &c["delete"]["rule"]["handle"])
             .collect();
         assert_eq!(handles, [5, 7, 8]);
+    }
+
+    #[test]
+    fn long_container_id_rejected_before_nft() {
+        let program = NftProgram::new("/nonexistent/nft", "a test");
+        let owner = Owner {
+            network: "n".into(),
+            container_id: "c".repeat(MAX_COMMENT_BYTES + 1),
+            ifname: "eth0".into(),
+        };
+        let spec = NftPortMapSpec {
+            container_address: "10.250.0.2/24".parse().unwrap(),
+            mappings: Vec::new(),
+            snat: true,
+            masq_all: false,
+            conditions: Vec::new(),
+        };
+
+        let error = add(&program, &owner, &spec).unwrap_err();
+
+        assert_eq!(error.kind, KernelErrorKind::Invalid);
+        assert!(error.reason.contains("129 bytes"), "{error}");
+        assert!(error.reason.contains("iptables backend"), "{error}");
+        assert!(check_comment_length("op", &"c".repeat(MAX_COMMENT_BYTES)).is_ok());
     }
 }
