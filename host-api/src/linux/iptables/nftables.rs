@@ -302,24 +302,11 @@ impl NftSocket {
         let request = NfTablesMessage::GetTable(TableMessage {
             attributes: vec![TableAttribute::Name(name.into())],
         });
-        let sequence = self.next_sequence();
         let header = NetfilterHeader::new(family, 0, 0);
-        let message = netfilter_message(header, request, NLM_F_REQUEST, sequence);
-        self.socket.send(&encode(&[message]), 0)?;
-
-        loop {
-            let (buffer, _) = self.socket.recv_from_full()?;
-            for (kind, reply_sequence, payload) in split_messages(&buffer)? {
-                if reply_sequence != sequence {
-                    continue;
-                }
-                return match (kind, error_code(payload)) {
-                    (NLMSG_ERROR, code) if code == -libc::ENOENT => Ok(false),
-                    (NLMSG_ERROR, 0) => Ok(true),
-                    (NLMSG_ERROR, code) => Err(io::Error::from_raw_os_error(-code)),
-                    _ => Ok(true),
-                };
-            }
+        match self.request(header, request, NLM_F_REQUEST) {
+            Ok(_) => Ok(true),
+            Err(error) if error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(error) => Err(error),
         }
     }
 
@@ -330,7 +317,7 @@ impl NftSocket {
                 ChainAttribute::Name(chain.into()),
             ],
         });
-        match self.request(family, request, NLM_F_REQUEST) {
+        match self.request(family_header(family), request, NLM_F_REQUEST) {
             Ok(_) => Ok(true),
             Err(error) if error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
             Err(error) => Err(error),
@@ -342,12 +329,12 @@ impl NftSocket {
     /// otherwise. An NLMSG_ERROR reply becomes its errno.
     fn request(
         &mut self,
-        family: Family,
+        header: NetfilterHeader,
         request: NfTablesMessage,
         flags: u16,
     ) -> io::Result<Vec<NfTablesMessage>> {
         let sequence = self.next_sequence();
-        let message = netfilter_message(family_header(family), request, flags, sequence);
+        let message = netfilter_message(header, request, flags, sequence);
         self.socket.send(&encode(&[message]), 0)?;
 
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;

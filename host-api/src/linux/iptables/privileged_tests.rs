@@ -809,9 +809,9 @@ fn jump_found_anywhere_in_large_chain() {
     });
 }
 
-/// nf_tables netlink tells a missing table from an existing one in any
-/// family, so listing a missing table needs no nft process: it succeeds
-/// even with an nft program that does not exist.
+/// The nf_tables netlink lookup distinguishes a missing table from an
+/// existing one in any family. So listing a missing table needs no nft
+/// process, and it succeeds even with an nft program that does not exist.
 #[test]
 fn table_lookup_spares_nft_process() {
     privileged("table_lookup_spares_nft_process", || {
