@@ -211,14 +211,7 @@ fn missing_nft_fails_add() {
         message.contains("macspoofchk failed on host veth \"veth"),
         "{message}"
     );
-    assert_eq!(
-        scenario.host.link_names(),
-        host_links,
-        "host links left behind"
-    );
-    assert_eq!(container.link_names(), vec!["lo".to_string()]);
-    assert!(scenario.reservations(NETWORK).is_empty());
-    assert!(scenario.cache_files().is_empty());
+    scenario.assert_nothing_left(NETWORK, &host_links, &container);
     assert_eq!(
         scenario.host.nft_table("bridge", "nat"),
         Vec::<Value>::new()

@@ -123,28 +123,12 @@ impl Case {
 
     fn assert_rolled_back(&self) {
         assert_eq!(
-            self.scenario.host.link_names(),
-            self.host_links,
-            "host links left behind"
-        );
-        assert_eq!(
             self.scenario.host.nat_rules(),
             self.nat_rules,
             "NAT rules left behind"
         );
-        assert_eq!(
-            self.container.link_names(),
-            vec!["lo".to_string()],
-            "container links left behind"
-        );
-        assert!(
-            self.scenario.reservations("polnet").is_empty(),
-            "reservations left behind"
-        );
-        assert!(
-            self.scenario.cache_files().is_empty(),
-            "cache files left behind"
-        );
+        self.scenario
+            .assert_nothing_left("polnet", &self.host_links, &self.container);
     }
 }
 

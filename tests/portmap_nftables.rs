@@ -224,14 +224,7 @@ fn missing_nft_fails_add() {
         message.contains("failed to set up nftables masquerade for 10.244.94."),
         "{message}"
     );
-    assert_eq!(
-        scenario.host.link_names(),
-        host_links,
-        "host links left behind"
-    );
-    assert_eq!(container.link_names(), vec!["lo".to_string()]);
-    assert!(scenario.reservations(NETWORK).is_empty());
-    assert!(scenario.cache_files().is_empty());
+    scenario.assert_nothing_left(NETWORK, &host_links, &container);
     let ruleset = scenario.host.exec_ok(&["nft", "list", "ruleset"]);
     assert!(!ruleset.contains("cni_"), "{ruleset}");
 }

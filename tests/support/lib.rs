@@ -404,6 +404,23 @@ impl Scenario {
             .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
             .collect()
     }
+
+    /// Asserts that a failed ADD on `network` left nothing behind: the host
+    /// has the links of `host_links`, the container only `lo`, and there is
+    /// no reservation and no cache file.
+    pub fn assert_nothing_left(&self, network: &str, host_links: &[String], container: &Netns) {
+        assert_eq!(self.host.link_names(), host_links, "host links left behind");
+        assert_eq!(
+            container.link_names(),
+            vec!["lo".to_string()],
+            "container links left behind"
+        );
+        assert!(
+            self.reservations(network).is_empty(),
+            "reservations left behind"
+        );
+        assert!(self.cache_files().is_empty(), "cache files left behind");
+    }
 }
 
 impl Default for Scenario {
