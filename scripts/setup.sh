@@ -7,8 +7,11 @@ set -euo pipefail
 # the static one to build an image; both provide /bin/busybox. podman runs its
 # containers with runc (crun fails on the hybrid cgroup layout of test machines).
 # nftables provides the nft program, which the bridge's macspoofchk runs, the
-# host's and the reference plugin's alike.
-packages=(iptables iproute2 conntrack containernetworking-plugins curl busybox-static util-linux procps podman runc nftables)
+# host's and the reference plugin's alike. qemu-system-x86, linux-image-amd64
+# and cpio let scripts/vm-run.sh run tests under Debian's kernel, for kernel
+# features the machine's own kernel may lack (bridge VLAN filtering).
+packages=(iptables iproute2 conntrack containernetworking-plugins curl busybox-static util-linux procps podman runc nftables
+  qemu-system-x86 linux-image-amd64 cpio)
 
 missing=()
 for package in "${packages[@]}"; do

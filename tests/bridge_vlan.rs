@@ -1,12 +1,17 @@
 //! Bridge VLANs on the real kernel (cni-spec.md 6.1 and 7.2): `vlan` side by
 //! side with the reference bridge plugin (Debian's 1.1.1, which has `vlan`
 //! but neither `vlanTrunk` nor `preserveDefaultVlan`), and a trunk through
-//! cniwasm alone. A kernel built without CONFIG_BRIDGE_VLAN_FILTERING
-//! refuses a filtering bridge with EOPNOTSUPP; there both implementations
-//! must fail the same way and leave nothing behind, and the tests print a
-//! note on stderr.
+//! cniwasm alone.
+//!
+//! A kernel built without CONFIG_BRIDGE_VLAN_FILTERING refuses a filtering
+//! bridge with EOPNOTSUPP. On such a kernel each test checks that both
+//! implementations fail the same way and leave nothing behind, and
+//! `vlan_cases_on_a_filtering_kernel` runs every test of this file again in
+//! a VM with Debian's kernel, which filters VLANs, where they must take the
+//! VLAN path.
 
 use cniwasm_integration_tests::reference::ReferenceRun;
+use cniwasm_integration_tests::vm;
 use cniwasm_integration_tests::{
     CliOutput, Netns, Scenario, container_id, normalize_result, require_root, unique_name,
 };
@@ -45,6 +50,8 @@ fn vlan_filtering_supported(host: &Netns) -> bool {
         .success();
     if supported {
         host.exec_ok(&["ip", "link", "del", &probe]);
+    } else if vm::in_vm() {
+        panic!("the VM's kernel refused a filtering bridge; it must filter VLANs");
     } else {
         eprintln!(
             "NOTE: this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING): comparing the failures instead of the VLAN state"
@@ -52,6 +59,35 @@ fn vlan_filtering_supported(host: &Netns) -> bool {
     }
     supported
 }
+
+/// Runs this file's tests in a VM whose kernel filters VLANs when this
+/// kernel does not, so that the VLAN cases run on a real kernel either way.
+#[test]
+fn vlan_cases_on_a_filtering_kernel() {
+    const NAME: &str = "vlan_cases_on_a_filtering_kernel";
+    if !require_root() || vm::in_vm() {
+        return;
+    }
+    let host = Netns::create("cwk");
+    if vlan_filtering_supported(&host) {
+        eprintln!("NOTE: this kernel filters VLANs, so the other tests ran the VLAN cases here");
+        return;
+    }
+
+    let output = vm::rerun_in_vm(&["--skip", NAME]);
+
+    let passed = vm::passed_count(&output.stdout);
+    assert!(
+        output.status.success() && passed == Some(VLAN_TESTS),
+        "the VLAN tests failed in the VM ({}; expected {VLAN_TESTS} passed)\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        output.stdout,
+        output.stderr
+    );
+}
+
+/// The tests in this file other than `vlan_cases_on_a_filtering_kernel`.
+const VLAN_TESTS: usize = 3;
 
 fn cniwasm(scenario: &Scenario, command: &str, container: &Netns) -> CliOutput {
     let path = container.path();

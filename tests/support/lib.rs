@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::{Value, json};
 
 pub mod reference;
+pub mod vm;
 
 /// Panics unless the tests run as root, because a skipped privileged test
 /// must never read as a pass. `CNIWASM_SKIP_PRIVILEGED=1` skips visibly
