@@ -111,13 +111,15 @@ EOF
 # guest hangs after the kernel is decompressed. TCG is slower but works.
 memory=${CNIWASM_VM_MEMORY:-4G}
 : >"$work/console"
-qemu-system-x86_64 \
+# A command that hangs must fail the run rather than stall it: after the
+# limit (seconds) QEMU is stopped, and no exit status is read.
+timeout "${CNIWASM_VM_TIMEOUT:-1200}" qemu-system-x86_64 \
   -accel tcg,thread=multi -cpu max -smp "$(nproc)" -m "$memory" \
   -nographic -no-reboot -nic none \
   -kernel "$kernel" -initrd "$work/initramfs.gz" \
   -append "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap \
-  </dev/null | tr -d '\r' >"$work/console" &
+  </dev/null | stdbuf -oL tr -d '\r' >"$work/console" &
 qemu=$!
 
 # Show the command's output as it comes, without the firmware's and the

@@ -87,7 +87,7 @@ fn vlan_cases_on_a_filtering_kernel() {
 }
 
 /// The tests in this file other than `vlan_cases_on_a_filtering_kernel`.
-const VLAN_TESTS: usize = 3;
+const VLAN_TESTS: usize = 7;
 
 fn cniwasm(scenario: &Scenario, command: &str, container: &Netns) -> CliOutput {
     let path = container.path();
@@ -154,59 +154,114 @@ impl Reference {
     }
 }
 
-/// `vlan: 100`: the host port's PVID, the bridge's vlan_filtering and the
-/// result agree with the reference; DEL removes the veth.
+/// Spec versions the reference bridge plugin (1.1.1) supports; cniwasm also
+/// runs 1.1.0.
+const REFERENCE_VERSIONS: [&str; 6] = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"];
+const VERSIONS: [&str; 7] = [
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
+
+/// Returns the names of the bridge's ports in `host`.
+fn bridge_ports(host: &Netns) -> Vec<String> {
+    let ports = host.ip_json(&["link", "show", "master", BRIDGE]);
+    let ports = ports.as_array().cloned().unwrap_or_default();
+    ports
+        .iter()
+        .filter_map(|port| port["ifname"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Returns the VLANs of the bridge's one port, which the assertion checks.
+fn only_port_vlans(host: &Netns, implementation: &str) -> Vec<(u64, Vec<String>)> {
+    let ports = bridge_ports(host);
+    assert_eq!(ports.len(), 1, "{implementation}: bridge ports {ports:?}");
+    port_vlans(host, &ports[0])
+}
+
+fn vlan(id: u64, flags: &[&str]) -> (u64, Vec<String>) {
+    (id, flags.iter().map(|flag| flag.to_string()).collect())
+}
+
+/// `vlan: 100` at every spec version: the result and the bridge's
+/// vlan_filtering agree with the reference, the port's only VLAN is 100 as
+/// PVID and untagged, and DEL removes the veth but keeps the bridge.
 #[test]
-fn vlan_100() {
+fn vlan_100_every_version() {
     if !require_root() {
         return;
     }
+    for version in VERSIONS {
+        vlan_100_at(version);
+    }
+}
+
+fn vlan_100_at(version: &str) {
+    let options = json!({"vlan": 100});
     let scenario = Scenario::new();
-    let list = vlan_list(json!({"vlan": 100}));
+    let mut list = vlan_list(options.clone());
+    list["cniVersion"] = json!(version);
     scenario.write_config("10-vlan.conflist", &list.to_string());
     let container = Netns::create("cwc");
-    let reference = Reference::new(&json!({"vlan": 100}), &container);
+    let mut reference = Reference::new(&options, &container);
+    reference.list["cniVersion"] = json!(version);
+    let compared = REFERENCE_VERSIONS.contains(&version);
 
     let ours = cniwasm(&scenario, "add", &container);
-    let theirs = reference.run().add();
+    let theirs = compared.then(|| reference.run().add());
 
     if !vlan_filtering_supported(&scenario.host) {
-        let theirs = theirs.expect_err("the reference ADD succeeded");
         let error = ours.json();
-        assert!(!ours.status.success(), "ADD succeeded: {}", ours.stdout);
-        assert_eq!(error["code"], json!(999), "{error}");
-        let message = error["msg"].as_str().unwrap();
-        for text in [message, theirs.as_str()] {
-            let lower = text.to_lowercase();
-            assert!(lower.contains("operation not supported"), "{text}");
-        }
+        assert!(
+            !ours.status.success(),
+            "{version}: ADD succeeded: {}",
+            ours.stdout
+        );
+        assert_eq!(error["code"], json!(999), "{version}: {error}");
+        let message = error["msg"].as_str().unwrap().to_lowercase();
+        assert!(
+            message.contains("operation not supported"),
+            "{version}: {message}"
+        );
         assert_nothing_left(&scenario, &container, "cniwasm");
-        assert_nothing_left(&reference.scenario, &reference.container, "reference");
+        if let Some(theirs) = theirs {
+            let theirs = theirs.expect_err("the reference ADD succeeded");
+            let lower = theirs.to_lowercase();
+            assert!(
+                lower.contains("operation not supported"),
+                "{version}: {theirs}"
+            );
+            assert_nothing_left(&reference.scenario, &reference.container, "reference");
+        }
         return;
     }
 
     let ours = ours.assert_success().json();
-    let theirs = theirs.expect("the reference ADD");
-    assert_eq!(normalize_result(&ours), normalize_result(&theirs));
-    assert_eq!(vlan_filtering(&scenario.host), json!(1));
-    assert_eq!(vlan_filtering(&reference.scenario.host), json!(1));
-    let pvid = |host: &Netns, result: &Value| {
-        let port = result["interfaces"][1]["name"].as_str().unwrap();
-        let vlans = port_vlans(host, port);
-        vlans
-            .into_iter()
-            .find(|(_, flags)| flags.iter().any(|f| f == "PVID"))
-    };
-    let expected = (100, vec!["PVID".to_string(), "Egress Untagged".to_string()]);
-    assert_eq!(pvid(&scenario.host, &ours), Some(expected.clone()));
-    assert_eq!(pvid(&reference.scenario.host, &theirs), Some(expected));
+    assert_eq!(ours["cniVersion"], json!(version));
+    assert_eq!(vlan_filtering(&scenario.host), json!(1), "{version}");
+    let expected = vec![vlan(100, &["PVID", "Egress Untagged"])];
+    assert_eq!(
+        only_port_vlans(&scenario.host, "cniwasm"),
+        expected,
+        "{version}"
+    );
+    if let Some(theirs) = theirs {
+        let theirs = theirs.expect("the reference ADD");
+        assert_eq!(
+            normalize_result(&ours),
+            normalize_result(&theirs),
+            "{version}"
+        );
+        assert_eq!(vlan_filtering(&reference.scenario.host), json!(1));
+        // The reference 1.1.1 predates `preserveDefaultVlan` and keeps VLAN 1,
+        // as newer releases do only when it is true.
+        let host = &reference.scenario.host;
+        let kept = vec![vlan(1, &["Egress Untagged"]), expected[0].clone()];
+        assert_eq!(only_port_vlans(host, "reference"), kept, "{version}");
+    }
 
     cniwasm(&scenario, "del", &container).assert_success();
-    assert_eq!(
-        scenario.host.link_names().len(),
-        2,
-        "lo and the bridge stay"
-    );
+    assert_eq!(scenario.host.link_names(), ["lo", BRIDGE], "{version}");
+    assert!(scenario.reservations(NETWORK).is_empty(), "{version}");
 }
 
 /// Out-of-range `vlan` values fail with the reference's code and message,
@@ -284,4 +339,169 @@ fn vlan_trunk() {
     cniwasm(&scenario, "del", &container).assert_success();
     assert!(!scenario.host.link_names().contains(&port));
     assert!(scenario.reservations(NETWORK).is_empty());
+}
+
+/// Runs ADD of `options` through cniwasm alone and returns the VLANs of the
+/// bridge's one port; none on a kernel without VLAN filtering, where the
+/// ADD must fail and leave nothing behind. DEL runs when the scenario drops.
+fn port_vlans_after_add(options: Value) -> Option<Vec<(u64, Vec<String>)>> {
+    let scenario = Scenario::new();
+    scenario.write_config("10-vlan.conflist", &vlan_list(options).to_string());
+    let container = Netns::create("cwc");
+
+    let output = cniwasm(&scenario, "add", &container);
+
+    if !vlan_filtering_supported(&scenario.host) {
+        assert!(!output.status.success(), "ADD succeeded: {}", output.stdout);
+        assert_eq!(output.json()["code"], json!(999), "{}", output.stdout);
+        assert!(scenario.reservations(NETWORK).is_empty());
+        assert_nothing_left(&scenario, &container, "cniwasm");
+        return None;
+    }
+    output.assert_success();
+    let vlans = only_port_vlans(&scenario.host, "cniwasm");
+
+    cniwasm(&scenario, "del", &container).assert_success();
+    assert_eq!(scenario.host.link_names(), ["lo", BRIDGE]);
+    Some(vlans)
+}
+
+/// `vlan` with `vlanTrunk`: the access VLAN is the PVID and untagged, the
+/// trunk's VLANs are tagged, and VLAN 1 is gone.
+#[test]
+fn vlan_with_trunk() {
+    if !require_root() {
+        return;
+    }
+    let options = json!({"vlan": 100, "vlanTrunk": [{"id": 101}, {"minID": 200, "maxID": 202}]});
+
+    let Some(vlans) = port_vlans_after_add(options) else {
+        return;
+    };
+
+    let expected = vec![
+        vlan(100, &["PVID", "Egress Untagged"]),
+        vlan(101, &[]),
+        vlan(200, &[]),
+        vlan(201, &[]),
+        vlan(202, &[]),
+    ];
+    assert_eq!(vlans, expected);
+}
+
+/// `preserveDefaultVlan: true` keeps the kernel's VLAN 1 on the port, which
+/// stays untagged but is no longer the PVID; without it only VLAN 100 is left.
+#[test]
+fn preserve_default_vlan() {
+    if !require_root() {
+        return;
+    }
+    let kept = port_vlans_after_add(json!({"vlan": 100, "preserveDefaultVlan": true}));
+    let removed = port_vlans_after_add(json!({"vlan": 100, "preserveDefaultVlan": false}));
+    let (Some(kept), Some(removed)) = (kept, removed) else {
+        return;
+    };
+
+    let access = vlan(100, &["PVID", "Egress Untagged"]);
+    assert_eq!(kept, vec![vlan(1, &["Egress Untagged"]), access.clone()]);
+    assert_eq!(removed, vec![access]);
+}
+
+/// Invalid trunks fail before anything is created, with the reference's
+/// messages (cni-spec.md 6.1) and code 999.
+#[test]
+fn trunk_errors_leave_nothing() {
+    if !require_root() {
+        return;
+    }
+    let cases = [
+        (json!([{"id": 0}]), "incorrect trunk id parameter"),
+        (json!([{"id": 4095}]), "incorrect trunk id parameter"),
+        (
+            json!([{"minID": 0, "maxID": 5}]),
+            "incorrect trunk minID parameter",
+        ),
+        (
+            json!([{"minID": 5, "maxID": 4095}]),
+            "incorrect trunk maxID parameter",
+        ),
+        (
+            json!([{"minID": 9, "maxID": 5}]),
+            "minID is greater than maxID in trunk parameter",
+        ),
+        (
+            json!([{"minID": 5}]),
+            "minID and maxID should be configured simultaneously",
+        ),
+        (
+            json!([{"maxID": 5}]),
+            "minID and maxID should be configured simultaneously",
+        ),
+    ];
+    for (trunk, message) in cases {
+        let scenario = Scenario::new();
+        let list = vlan_list(json!({"vlanTrunk": trunk}));
+        scenario.write_config("10-vlan.conflist", &list.to_string());
+        let container = Netns::create("cwc");
+
+        let output = cniwasm(&scenario, "add", &container);
+
+        assert!(!output.status.success(), "{trunk}: ADD succeeded");
+        let error = output.json();
+        assert_eq!(error["code"], json!(999), "{trunk}: {error}");
+        let text = error["msg"].as_str().unwrap();
+        assert!(text.contains(message), "{trunk}: {text}");
+        assert!(scenario.reservations(NETWORK).is_empty(), "{trunk}");
+        assert_nothing_left(&scenario, &container, "cniwasm");
+    }
+}
+
+/// Adds a network `name` on the shared bridge with VLAN `vlan` and
+/// addresses `first` to `last` of 10.244.41.0/24.
+fn write_vlan_network(scenario: &Scenario, name: &str, vlan: u64, first: &str, last: &str) {
+    let ipam = json!({"type": "host-local", "subnet": "10.244.41.0/24",
+        "rangeStart": first, "rangeEnd": last, "dataDir": scenario.ipam_dir()});
+    let plugin = json!({"type": "bridge", "bridge": BRIDGE, "vlan": vlan, "ipam": ipam});
+    let list = json!({"cniVersion": "1.0.0", "name": name, "plugins": [plugin]});
+    scenario.write_config(&format!("10-{name}.conflist"), &list.to_string());
+}
+
+fn add_to(scenario: &Scenario, network: &str, container: &Netns) -> CliOutput {
+    let path = container.path();
+    scenario.cniwasm(&["add", network, path.to_str().unwrap()], &[])
+}
+
+fn pings(from: &Netns, to: &str) -> bool {
+    let output = from.exec(&["busybox", "ping", "-c", "2", "-W", "2", to]);
+    output.status.success()
+}
+
+/// Real frames: two containers on VLAN 100 reach each other, and a
+/// container in the same subnet on VLAN 200 reaches neither, because the
+/// bridge forwards a frame only between ports of its VLAN.
+#[test]
+fn vlans_isolate_traffic() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    write_vlan_network(&scenario, "vlan100", 100, "10.244.41.10", "10.244.41.19");
+    write_vlan_network(&scenario, "vlan200", 200, "10.244.41.20", "10.244.41.29");
+    let first = Netns::create("cwa");
+    let second = Netns::create("cwb");
+    let other = Netns::create("cwo");
+
+    let added = add_to(&scenario, "vlan100", &first);
+    if !vlan_filtering_supported(&scenario.host) {
+        assert!(!added.status.success(), "ADD succeeded: {}", added.stdout);
+        return;
+    }
+    added.assert_success();
+    add_to(&scenario, "vlan100", &second).assert_success();
+    add_to(&scenario, "vlan200", &other).assert_success();
+
+    assert!(pings(&first, "10.244.41.11"), "VLAN 100 to VLAN 100");
+    assert!(pings(&second, "10.244.41.10"), "VLAN 100 to VLAN 100");
+    assert!(!pings(&other, "10.244.41.10"), "VLAN 200 reached VLAN 100");
+    assert!(!pings(&first, "10.244.41.20"), "VLAN 100 reached VLAN 200");
 }
