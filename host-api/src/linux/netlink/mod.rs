@@ -17,8 +17,8 @@ use tokio::runtime::Runtime;
 use super::kind_from_errno;
 use super::netns::{NetnsHandles, with_namespace};
 use crate::kernel::{
-    BridgeSpec, KernelError, KernelErrorKind, LinkInfo, LinkSettings, Namespace, Netlink,
-    PortVlans, RouteSpec, VethSpec,
+    BridgeSpec, HostVethSpec, KernelError, KernelErrorKind, LinkInfo, LinkSettings, Namespace,
+    Netlink, PortVlans, RouteSpec, VethSpec,
 };
 
 /// One rtnetlink connection and the namespace its socket was created in.
@@ -230,6 +230,29 @@ impl Netlink for LinuxNetlink {
             let container_end =
                 links::read_existing_link(container, &spec.container_name, &operation).await?;
             Ok((host_end, container_end))
+        })
+    }
+
+    fn create_host_veth(
+        &mut self,
+        spec: &HostVethSpec,
+    ) -> Result<(LinkInfo, LinkInfo), KernelError> {
+        self.background.wait();
+        let operation = format!("create veth {} with peer {}", spec.name, spec.peer_name);
+        let host = &self.host;
+
+        self.runtime.block_on(async {
+            let created = host
+                .handle
+                .link()
+                .add(links::host_veth_request(spec))
+                .execute()
+                .await;
+            created.map_err(|err| host.error(&operation, err))?;
+
+            let end = links::read_existing_link(host, &spec.name, &operation).await?;
+            let peer = links::read_existing_link(host, &spec.peer_name, &operation).await?;
+            Ok((end, peer))
         })
     }
 
