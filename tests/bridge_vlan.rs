@@ -326,7 +326,7 @@ fn sorted_link_names(host: &Netns) -> Vec<String> {
 }
 
 /// Pings `to` from `from`, up to three times, since the first echo can
-/// be lost while neighbour discovery runs on the slow VM.
+/// be lost while ARP resolves the address on the slow VM.
 fn ping(from: &Netns, to: &str) -> bool {
     (0..3).any(|_| {
         let output = from.exec(&["busybox", "ping", "-c", "1", "-W", "2", to]);

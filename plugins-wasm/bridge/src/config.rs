@@ -13,7 +13,7 @@ pub struct BridgeConfig {
     /// Bridge name; `cni0` when absent.
     pub bridge: String,
     /// Put the gateway addresses on the bridge, or with a `vlan` on the
-    /// link `<bridge>.<vlan>`; implied by `is_default_gateway`.
+    /// link `<bridge>.<vlan>`. `is_default_gateway` implies it.
     pub is_gateway: bool,
     pub is_default_gateway: bool,
     pub ip_masq: bool,

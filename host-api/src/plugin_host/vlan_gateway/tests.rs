@@ -41,6 +41,10 @@ impl Fixture {
     }
 
     fn with_policy(policy: PluginPolicy) -> Self {
+        Self::build(policy, AuditLog::disabled())
+    }
+
+    fn build(policy: PluginPolicy, audit: AuditLog) -> Self {
         let (mut kernel, recorder) = RecordingKernel::new();
         let bridge = BridgeSpec {
             name: "cni0".into(),
@@ -62,7 +66,7 @@ impl Fixture {
             delegate: Arc::new(NoIpam),
             created_links: created.clone(),
             policy: Arc::new(policy),
-            audit: AuditLog::disabled(),
+            audit,
             audit_context: AuditContext::default(),
         });
         Self {
@@ -155,7 +159,7 @@ fn vlan_gateway_created_on_bridge() {
 }
 
 #[test]
-fn vlan_gateway_keeps_default_vlan_on_request() {
+fn vlan_gateway_preserves_default_vlan() {
     let mut fixture = Fixture::new();
     let spec = link::VlanGatewaySpec {
         bridge: "cni0".into(),
@@ -215,7 +219,7 @@ fn vlan_gateway_invalid_specs() {
 }
 
 #[test]
-fn vlan_gateway_name_of_15_bytes_accepted() {
+fn vlan_gateway_15_byte_name_accepted() {
     let mut fixture = Fixture::new();
     fixture.seed_link("bridge-0123", "bridge");
 
@@ -333,7 +337,7 @@ fn vlan_gateway_failure_leaves_nothing() {
 /// A later attachment on the VLAN did not create `cni0.100`, but may put
 /// its gateway address on it and set its sysctls, as on the bridge.
 #[test]
-fn host_link_allows_gateway_of_allowed_bridge() {
+fn host_link_allows_vlan_gateway() {
     let mut later = Fixture::new();
     later.seed_link("cni0.100", "veth");
 
@@ -381,7 +385,7 @@ fn host_link_denies_other_dotted_links() {
 }
 
 #[test]
-fn host_link_denies_gateway_of_bridge_not_allowed() {
+fn host_link_denies_gateway_of_denied_bridge() {
     let policy = r#"{"plugins": {"bridge": {"links": {"bridges": ["mynet"]}}}}"#;
     let mut fixture = Fixture::with_policy_json(policy);
     fixture.seed_link("cni0.100", "veth");
@@ -389,4 +393,32 @@ fn host_link_denies_gateway_of_bridge_not_allowed() {
     let error = fixture.add_address("cni0.100").unwrap_err();
 
     assert_denied(&error, "ownership.hostLinks");
+}
+
+#[test]
+fn vlan_gateway_calls_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let audit = AuditLog::open(&path).unwrap();
+    let mut fixture = Fixture::build(PluginPolicy::default(), audit);
+    fixture.seed_link("cni0.200", "dummy");
+
+    fixture.ensure("cni0", 100).unwrap();
+    fixture.ensure("cni0", 200).unwrap_err();
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2, "{text}");
+    for record in &records {
+        assert_eq!(record["operation"], "link.ensure-vlan-gateway");
+        assert_eq!(record["arguments"]["bridge"], "cni0");
+    }
+    assert_eq!(records[0]["arguments"]["vlan"], 100);
+    assert_eq!(records[0]["decision"], "allow");
+    assert_eq!(records[0]["outcome"], "ok");
+    assert_eq!(records[1]["decision"], "deny");
+    assert_eq!(records[1]["rule"], "ownership.hostLinks");
 }
