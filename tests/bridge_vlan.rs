@@ -13,7 +13,8 @@
 use cniwasm_integration_tests::reference::ReferenceRun;
 use cniwasm_integration_tests::vm;
 use cniwasm_integration_tests::{
-    CliOutput, Netns, Scenario, container_id, normalize_result, require_root, unique_name,
+    CliOutput, Netns, Scenario, container_id, ip_only_path, normalize_result, require_root,
+    unique_name,
 };
 use serde_json::{Value, json};
 
@@ -87,7 +88,7 @@ fn vlan_cases_on_a_filtering_kernel() {
 }
 
 /// The tests in this file other than `vlan_cases_on_a_filtering_kernel`.
-const VLAN_TESTS: usize = 5;
+const VLAN_TESTS: usize = 6;
 
 fn cniwasm(scenario: &Scenario, command: &str, container: &Netns) -> CliOutput {
     let path = container.path();
@@ -504,4 +505,36 @@ fn vlan_trunk_gateway_on_bridge() {
         2,
         "lo and the bridge stay"
     );
+}
+
+/// An ADD that fails after the VLAN gateway pair was created (here the
+/// nftables masquerade, without `nft` on cniwasm's `PATH`) is rolled back
+/// with the pair: only `lo` stays in both namespaces.
+#[test]
+fn vlan_gateway_failed_add_leaves_nothing() {
+    if !require_root() {
+        return;
+    }
+    let options = json!({"vlan": 100, "isGateway": true, "ipMasq": true,
+        "ipMasqBackend": "nftables"});
+    let scenario = Scenario::new();
+    let list = vlan_list(options);
+    scenario.write_config("10-vlan.conflist", &list.to_string());
+    let container = Netns::create("cwc");
+    let netns = container.path().to_str().unwrap().to_string();
+    // A PATH with `ip` alone, which runs cniwasm in the host namespace.
+    let bin = ip_only_path(scenario.dir.path());
+    let path = bin.to_str().unwrap();
+
+    let output = scenario.cniwasm(&["add", NETWORK, &netns], &[("PATH", path)]);
+
+    assert!(!output.status.success(), "ADD succeeded: {}", output.stdout);
+    let error = output.json();
+    assert_eq!(error["code"], json!(999), "{error}");
+    if vlan_filtering_supported(&scenario.host) {
+        let message = error["msg"].as_str().unwrap();
+        assert!(message.contains("nftables masquerade"), "{message}");
+    }
+    assert!(scenario.reservations(NETWORK).is_empty());
+    assert_nothing_left(&scenario, &container, "cniwasm");
 }
