@@ -403,6 +403,13 @@ fn vlan_gateway() {
         let mut expected = ["lo", BRIDGE, host_veth, GATEWAY_LINK, &peer].map(String::from);
         expected.sort();
         assert_eq!(sorted_link_names(host), expected, "{name}");
+        // Neither pins the bridge's MAC here, so the kernel gives it the
+        // lowest MAC of its ports.
+        let port_macs = [mac(host, host_veth), mac(host, &peer)];
+        assert!(
+            port_macs.contains(&mac(host, BRIDGE)),
+            "{name}: {port_macs:?}"
+        );
         let forwarding = host.exec_ok(&["sysctl", "-n", "net.ipv4.ip_forward"]);
         assert_eq!(forwarding.trim(), "1", "{name}");
         assert!(ping(container, GATEWAY), "{name}: gateway unreachable");

@@ -347,6 +347,8 @@ impl Attachment<'_> {
             for gateway in gateways {
                 gateway::ensure_address(&link.name, *gateway, self.options.force_address)?;
             }
+            // The reference pins the MAC of the link that got the
+            // addresses only, so here the bridge's MAC follows its ports.
             gateway::pin_mac(&link)?;
             // Appended after the container interface, so the IPs keep
             // pointing at index 2, as in the reference's result.
