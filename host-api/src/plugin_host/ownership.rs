@@ -14,6 +14,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::convert::VLAN_IDS;
 use crate::kernel::{Kernel, Namespace, Owner, SpoofCheckSpec};
 use crate::policy::{Decision, PluginPolicy};
 
@@ -101,7 +102,7 @@ impl Ownership<'_> {
         };
         let valid_vlan = vlan
             .parse::<u16>()
-            .is_ok_and(|id| (1..=4094).contains(&id) && id.to_string() == vlan);
+            .is_ok_and(|id| VLAN_IDS.contains(&id) && id.to_string() == vlan);
         if !valid_vlan || !self.bridge_allowed(bridge) {
             return false;
         }

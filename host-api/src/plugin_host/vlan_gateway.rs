@@ -84,6 +84,9 @@ impl HostContext {
                 if let Some(existing) = kernel.netlink.get_link(Namespace::Host, &gateway.name)? {
                     return Ok(existing.into());
                 }
+                // NOTE: two ADDs that create the same gateway at once race,
+                // and the later one fails with already-exists, as with the
+                // reference plugin.
                 let info = create_vlan_gateway(kernel, &gateway)?;
                 created_links
                     .lock()
