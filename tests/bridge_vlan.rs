@@ -13,7 +13,8 @@
 use cniwasm_integration_tests::reference::ReferenceRun;
 use cniwasm_integration_tests::vm;
 use cniwasm_integration_tests::{
-    CliOutput, Netns, Scenario, container_id, normalize_result, require_root, unique_name,
+    CliOutput, Netns, Scenario, container_id, ip_only_path, normalize_result, require_root,
+    unique_name,
 };
 use serde_json::{Value, json};
 
@@ -87,7 +88,7 @@ fn vlan_cases_on_a_filtering_kernel() {
 }
 
 /// The tests in this file other than `vlan_cases_on_a_filtering_kernel`.
-const VLAN_TESTS: usize = 7;
+const VLAN_TESTS: usize = 10;
 
 fn cniwasm(scenario: &Scenario, command: &str, container: &Netns) -> CliOutput {
     let path = container.path();
@@ -121,6 +122,32 @@ fn assert_nothing_left(scenario: &Scenario, container: &Netns, implementation: &
     assert_eq!(host_links, ["lo"], "{implementation}: host links");
     let container_links = container.link_names();
     assert_eq!(container_links, ["lo"], "{implementation}: container links");
+}
+
+/// Asserts that both ADDs failed because the kernel has no VLAN filtering,
+/// with code 999 from cniwasm, and left nothing behind. `theirs` is none
+/// for a spec version the reference lacks.
+fn assert_same_unsupported_failure(
+    ours: &CliOutput,
+    theirs: Option<Result<Value, String>>,
+    scenario: &Scenario,
+    container: &Netns,
+    reference: &Reference,
+) {
+    assert!(!ours.status.success(), "ADD succeeded: {}", ours.stdout);
+    let error = ours.json();
+    assert_eq!(error["code"], json!(999), "{error}");
+    let message = error["msg"].as_str().unwrap().to_lowercase();
+    assert!(message.contains("operation not supported"), "{message}");
+    assert!(scenario.reservations(NETWORK).is_empty());
+    assert_nothing_left(scenario, container, "cniwasm");
+
+    if let Some(theirs) = theirs {
+        let theirs = theirs.expect_err("the reference ADD succeeded");
+        let lower = theirs.to_lowercase();
+        assert!(lower.contains("operation not supported"), "{theirs}");
+        assert_nothing_left(&reference.scenario, &reference.container, "reference");
+    }
 }
 
 /// The reference's run of `list` for a container of its own.
@@ -210,28 +237,7 @@ fn vlan_100_at(version: &str) {
     let theirs = compared.then(|| reference.run().add());
 
     if !vlan_filtering_supported(&scenario.host) {
-        let error = ours.json();
-        assert!(
-            !ours.status.success(),
-            "{version}: ADD succeeded: {}",
-            ours.stdout
-        );
-        assert_eq!(error["code"], json!(999), "{version}: {error}");
-        let message = error["msg"].as_str().unwrap().to_lowercase();
-        assert!(
-            message.contains("operation not supported"),
-            "{version}: {message}"
-        );
-        assert_nothing_left(&scenario, &container, "cniwasm");
-        if let Some(theirs) = theirs {
-            let theirs = theirs.expect_err("the reference ADD succeeded");
-            let lower = theirs.to_lowercase();
-            assert!(
-                lower.contains("operation not supported"),
-                "{version}: {theirs}"
-            );
-            assert_nothing_left(&reference.scenario, &reference.container, "reference");
-        }
+        assert_same_unsupported_failure(&ours, theirs, &scenario, &container, &reference);
         return;
     }
 
@@ -504,4 +510,250 @@ fn vlans_isolate_traffic() {
     assert!(pings(&second, "10.244.41.10"), "VLAN 100 to VLAN 100");
     assert!(!pings(&other, "10.244.41.10"), "VLAN 200 reached VLAN 100");
     assert!(!pings(&first, "10.244.41.20"), "VLAN 100 reached VLAN 200");
+}
+
+/// The link that carries the gateway address of VLAN 100 on `BRIDGE`.
+const GATEWAY_LINK: &str = "vlbr0.100";
+const GATEWAY: &str = "10.244.41.1";
+
+/// Returns the other end of the veth `name` in `host`.
+fn veth_peer(host: &Netns, name: &str) -> String {
+    let link = host.ip_json(&["link", "show", "dev", name]);
+    let peer = link[0]["link"].as_str();
+    peer.unwrap_or_else(|| panic!("{name} has no peer in {link}"))
+        .to_string()
+}
+
+fn master(host: &Netns, name: &str) -> Value {
+    host.ip_json(&["link", "show", "dev", name])[0]["master"].clone()
+}
+
+fn mac(host: &Netns, name: &str) -> Value {
+    host.ip_json(&["link", "show", "dev", name])[0]["address"].clone()
+}
+
+fn sorted_link_names(host: &Netns) -> Vec<String> {
+    let mut names = host.link_names();
+    names.sort();
+    names
+}
+
+/// Pings `to` from `from`, up to three times, since the first echo can
+/// be lost while ARP resolves the address on the slow VM.
+fn ping(from: &Netns, to: &str) -> bool {
+    (0..3).any(|_| {
+        let output = from.exec(&["busybox", "ping", "-c", "1", "-W", "2", to]);
+        output.status.success()
+    })
+}
+
+/// `vlan: 100` with `isGateway`: as in the reference, the gateway address
+/// goes on the veth `vlbr0.100`, whose peer is a bridge port with PVID 100,
+/// and the result lists that link as a 4th interface. The container reaches
+/// the gateway, CHECK passes, a second container on the VLAN reuses the
+/// pair, and DEL removes only the container's veth.
+#[test]
+fn vlan_gateway() {
+    if !require_root() {
+        return;
+    }
+    let options = json!({"vlan": 100, "isGateway": true});
+    let scenario = Scenario::new();
+    let list = vlan_list(options.clone());
+    scenario.write_config("10-vlan.conflist", &list.to_string());
+    let container = Netns::create("cwc");
+    let reference = Reference::new(&options, &container);
+
+    let ours = cniwasm(&scenario, "add", &container);
+    let theirs = reference.run().add();
+
+    if !vlan_filtering_supported(&scenario.host) {
+        assert_same_unsupported_failure(&ours, Some(theirs), &scenario, &container, &reference);
+        return;
+    }
+    let ours = ours.assert_success().json();
+    let theirs = theirs.expect("the reference ADD");
+    assert_eq!(normalize_result(&ours), normalize_result(&theirs));
+    let interfaces = ours["interfaces"].as_array().unwrap();
+    assert_eq!(interfaces.len(), 4, "{ours}");
+    assert_eq!(interfaces[3]["name"], GATEWAY_LINK);
+    assert!(interfaces[3].get("sandbox").is_none(), "{ours}");
+    assert_eq!(ours["ips"][0]["interface"], json!(2));
+    assert_eq!(ours["ips"][0]["gateway"], GATEWAY);
+
+    let runs = [
+        ("cniwasm", &scenario.host, &container, &ours),
+        (
+            "reference",
+            &reference.scenario.host,
+            &reference.container,
+            &theirs,
+        ),
+    ];
+    for (name, host, container, result) in runs {
+        let gateway_cidr = format!("{GATEWAY}/24");
+        assert_eq!(
+            host.global_addresses(GATEWAY_LINK),
+            [gateway_cidr],
+            "{name}"
+        );
+        assert!(host.global_addresses(BRIDGE).is_empty(), "{name}");
+        assert_eq!(
+            mac(host, GATEWAY_LINK),
+            result["interfaces"][3]["mac"],
+            "{name}"
+        );
+        let peer = veth_peer(host, GATEWAY_LINK);
+        assert_eq!(master(host, &peer), json!(BRIDGE), "{name}");
+        let pvid = port_vlans(host, &peer)
+            .into_iter()
+            .find(|(_, flags)| flags.iter().any(|f| f == "PVID"));
+        let expected = (100, vec!["PVID".to_string(), "Egress Untagged".to_string()]);
+        assert_eq!(pvid, Some(expected), "{name}");
+
+        let host_veth = result["interfaces"][1]["name"].as_str().unwrap();
+        let mut expected = ["lo", BRIDGE, host_veth, GATEWAY_LINK, &peer].map(String::from);
+        expected.sort();
+        assert_eq!(sorted_link_names(host), expected, "{name}");
+        // Neither pins the bridge's MAC here, so the kernel gives it the
+        // lowest MAC of its ports.
+        let port_macs = [mac(host, host_veth), mac(host, &peer)];
+        assert!(
+            port_macs.contains(&mac(host, BRIDGE)),
+            "{name}: {port_macs:?}"
+        );
+        let forwarding = host.exec_ok(&["sysctl", "-n", "net.ipv4.ip_forward"]);
+        assert_eq!(forwarding.trim(), "1", "{name}");
+        assert!(ping(container, GATEWAY), "{name}: gateway unreachable");
+    }
+    // Unlike the reference 1.1.1, cniwasm removes VLAN 1 from the gateway
+    // port, as from container ports, unless preserveDefaultVlan is set.
+    let peer = veth_peer(&scenario.host, GATEWAY_LINK);
+    let vids: Vec<u64> = port_vlans(&scenario.host, &peer)
+        .iter()
+        .map(|v| v.0)
+        .collect();
+    assert_eq!(vids, [100]);
+
+    cniwasm(&scenario, "check", &container).assert_success();
+    reference.run().check(&theirs).expect("the reference CHECK");
+
+    let second = Netns::create("cwc");
+    let links_before = sorted_link_names(&scenario.host);
+    let second_result = cniwasm(&scenario, "add", &second).assert_success().json();
+    assert_eq!(second_result["interfaces"][3], ours["interfaces"][3]);
+    assert_eq!(
+        veth_peer(&scenario.host, GATEWAY_LINK),
+        peer,
+        "the pair is reused"
+    );
+    let second_veth = second_result["interfaces"][1]["name"].as_str().unwrap();
+    let mut expected = links_before.clone();
+    expected.push(second_veth.to_string());
+    expected.sort();
+    assert_eq!(sorted_link_names(&scenario.host), expected);
+    assert!(
+        ping(&second, GATEWAY),
+        "second container: gateway unreachable"
+    );
+    cniwasm(&scenario, "check", &second).assert_success();
+
+    cniwasm(&scenario, "del", &container).assert_success();
+    let first_veth = ours["interfaces"][1]["name"].as_str().unwrap();
+    expected.retain(|name| name != first_veth);
+    assert_eq!(sorted_link_names(&scenario.host), expected);
+    assert_eq!(container.link_names(), ["lo"]);
+    assert!(ping(&second, GATEWAY), "the gateway went away with DEL");
+
+    cniwasm(&scenario, "del", &second).assert_success();
+    let mut expected = ["lo", BRIDGE, GATEWAY_LINK, &peer].map(String::from);
+    expected.sort();
+    assert_eq!(sorted_link_names(&scenario.host), expected);
+    assert_eq!(
+        scenario.host.global_addresses(GATEWAY_LINK),
+        [format!("{GATEWAY}/24")]
+    );
+    assert!(scenario.reservations(NETWORK).is_empty());
+}
+
+/// `vlanTrunk` with `isGateway` but no `vlan`: the gateway address stays on
+/// the bridge, which is in the trunk's native VLAN 1, and the result has 3
+/// interfaces. The result equals the reference's, which ignores
+/// `vlanTrunk` and so never needs VLAN filtering.
+#[test]
+fn vlan_trunk_gateway_on_bridge() {
+    if !require_root() {
+        return;
+    }
+    let options = json!({"vlanTrunk": [{"id": 101}], "isGateway": true});
+    let scenario = Scenario::new();
+    let list = vlan_list(options.clone());
+    scenario.write_config("10-vlan.conflist", &list.to_string());
+    let container = Netns::create("cwc");
+    let reference = Reference::new(&options, &container);
+
+    let ours = cniwasm(&scenario, "add", &container);
+    let theirs = reference.run().add().expect("the reference ADD");
+
+    if !vlan_filtering_supported(&scenario.host) {
+        assert!(!ours.status.success(), "ADD succeeded: {}", ours.stdout);
+        let error = ours.json();
+        assert_eq!(error["code"], json!(999), "{error}");
+        assert!(scenario.reservations(NETWORK).is_empty());
+        assert_nothing_left(&scenario, &container, "cniwasm");
+        return;
+    }
+    let ours = ours.assert_success().json();
+    assert_eq!(normalize_result(&ours), normalize_result(&theirs));
+    assert_eq!(ours["interfaces"].as_array().unwrap().len(), 3, "{ours}");
+
+    let runs = [
+        ("cniwasm", &scenario.host, &container),
+        ("reference", &reference.scenario.host, &reference.container),
+    ];
+    for (name, host, container) in runs {
+        let gateway_cidr = format!("{GATEWAY}/24");
+        assert_eq!(host.global_addresses(BRIDGE), [gateway_cidr], "{name}");
+        assert_eq!(host.link_names().len(), 3, "{name}: lo, bridge, veth");
+        assert!(ping(container, GATEWAY), "{name}: gateway unreachable");
+    }
+    cniwasm(&scenario, "check", &container).assert_success();
+    cniwasm(&scenario, "del", &container).assert_success();
+    assert_eq!(
+        scenario.host.link_names().len(),
+        2,
+        "lo and the bridge stay"
+    );
+}
+
+/// An ADD that fails after the VLAN gateway pair was created (here the
+/// nftables masquerade, without `nft` on cniwasm's `PATH`) is rolled back
+/// with the pair: only `lo` stays in both namespaces.
+#[test]
+fn vlan_gateway_failed_add_leaves_nothing() {
+    if !require_root() {
+        return;
+    }
+    let options = json!({"vlan": 100, "isGateway": true, "ipMasq": true,
+        "ipMasqBackend": "nftables"});
+    let scenario = Scenario::new();
+    let list = vlan_list(options);
+    scenario.write_config("10-vlan.conflist", &list.to_string());
+    let container = Netns::create("cwc");
+    let netns = container.path().to_str().unwrap().to_string();
+    // A PATH with `ip` alone, which runs cniwasm in the host namespace.
+    let bin = ip_only_path(scenario.dir.path());
+    let path = bin.to_str().unwrap();
+
+    let output = scenario.cniwasm(&["add", NETWORK, &netns], &[("PATH", path)]);
+
+    assert!(!output.status.success(), "ADD succeeded: {}", output.stdout);
+    let error = output.json();
+    assert_eq!(error["code"], json!(999), "{error}");
+    if vlan_filtering_supported(&scenario.host) {
+        let message = error["msg"].as_str().unwrap();
+        assert!(message.contains("nftables masquerade"), "{message}");
+    }
+    assert!(scenario.reservations(NETWORK).is_empty());
+    assert_nothing_left(&scenario, &container, "cniwasm");
 }

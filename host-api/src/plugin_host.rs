@@ -423,6 +423,7 @@ mod resolv;
 mod state;
 #[cfg(all(test, feature = "testing"))]
 mod tests;
+mod vlan_gateway;
 
 pub use ipam_store::MAX_IPAM_STORE_FILE_BYTES;
 pub use resolv::MAX_RESOLV_CONF_BYTES;

@@ -546,6 +546,13 @@ pub enum Request<'a> {
         /// Transmit queue length in packets.
         tx_queue_len: Option<u32>,
     },
+    /// The link `link` (`<bridge>.<vlan>`) that carries the bridge's
+    /// gateway addresses on one VLAN, and its veth peer on the bridge.
+    VlanGateway {
+        bridge: &'a str,
+        link: &'a str,
+        mtu: Option<u32>,
+    },
     /// The VLANs of a bridge port in the host namespace.
     PortVlans {
         name: &'a str,
@@ -643,6 +650,7 @@ impl Request<'_> {
             | Request::CreateVeth { .. }
             | Request::ConfigureLink { .. }
             | Request::PortVlans { .. }
+            | Request::VlanGateway { .. }
             | Request::GetLink { .. }
             | Request::DeleteLink { .. } => "link",
             Request::Address { .. } | Request::ListAddresses { .. } => "address",

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ipnet::IpNet;
 
 use crate::kernel::{
-    BridgeSpec, Firewall, ForwardFilter, ForwardSpec, Kernel, KernelError, KernelErrorKind,
-    LinkInfo, LinkSettings, Namespace, Netlink, NftNat, NftPortMapSpec, Owner, PortMapSpec,
-    PortVlans, RouteSpec, SpoofCheck, SpoofCheckSpec, Sysctl, VethSpec,
+    BridgeSpec, Firewall, ForwardFilter, ForwardSpec, HostVethSpec, Kernel, KernelError,
+    KernelErrorKind, LinkInfo, LinkSettings, Namespace, Netlink, NftNat, NftPortMapSpec, Owner,
+    PortMapSpec, PortVlans, RouteSpec, SpoofCheck, SpoofCheckSpec, Sysctl, VethSpec,
 };
 
 /// One call to the fake kernel, with its arguments.
@@ -24,6 +24,9 @@ pub enum KernelCall {
     },
     CreateVeth {
         spec: VethSpec,
+    },
+    CreateHostVeth {
+        spec: HostVethSpec,
     },
     GetLink {
         ns: Namespace,
@@ -143,6 +146,7 @@ pub enum KernelCall {
 pub enum CallKind {
     EnsureBridge,
     CreateVeth,
+    CreateHostVeth,
     GetLink,
     ConfigureLink,
     SetPortVlans,
@@ -179,6 +183,7 @@ impl KernelCall {
         match self {
             KernelCall::EnsureBridge { .. } => CallKind::EnsureBridge,
             KernelCall::CreateVeth { .. } => CallKind::CreateVeth,
+            KernelCall::CreateHostVeth { .. } => CallKind::CreateHostVeth,
             KernelCall::GetLink { .. } => CallKind::GetLink,
             KernelCall::ConfigureLink { .. } => CallKind::ConfigureLink,
             KernelCall::SetPortVlans { .. } => CallKind::SetPortVlans,
@@ -267,6 +272,9 @@ struct Model {
     addresses: HashMap<(Namespace, String), Vec<IpNet>>,
     routes: HashMap<Namespace, Vec<RouteSpec>>,
     sysctls: HashMap<(Namespace, String), String>,
+    /// The other end of each veth pair with both ends in the host
+    /// namespace, by name, so that deleting one end deletes both.
+    host_peers: HashMap<String, String>,
     /// VLANs of host bridge ports, by port name and VLAN ID.
     port_vlans: HashMap<String, BTreeMap<u16, PortVlanEntry>>,
     port_mappings: HashMap<Owner, Vec<PortMapSpec>>,
@@ -564,6 +572,19 @@ impl Model {
             .ok_or_else(|| not_found(ns, operation.to_string(), format!("link {name}")))
     }
 
+    /// Removes a link with its addresses, routes and bridge-port VLANs.
+    /// Returns false when it did not exist.
+    fn remove_link(&mut self, ns: Namespace, name: &str) -> bool {
+        let removed = self.links_mut(ns).remove(name).is_some();
+        if ns == Namespace::Host {
+            self.port_vlans.remove(name);
+        }
+        self.addresses.remove(&(ns, name.to_string()));
+        let routes = self.routes.entry(ns).or_default();
+        routes.retain(|route| route.device.as_deref() != Some(name));
+        removed
+    }
+
     fn new_link(&mut self, name: &str, kind: &str, mtu: Option<u32>) -> LinkInfo {
         let index = self.next_index;
         self.next_index += 1;
@@ -681,6 +702,38 @@ impl Netlink for RecordingKernel {
         })
     }
 
+    fn create_host_veth(
+        &mut self,
+        spec: &HostVethSpec,
+    ) -> Result<(LinkInfo, LinkInfo), KernelError> {
+        let call = KernelCall::CreateHostVeth { spec: spec.clone() };
+        self.record(call, |model| {
+            let operation = format!("create veth {} with peer {}", spec.name, spec.peer_name);
+            for name in [&spec.name, &spec.peer_name] {
+                if model.find_link(Namespace::Host, name).is_some() {
+                    let reason = format!("link {name} already exists");
+                    return Err(KernelError::new(
+                        KernelErrorKind::Exists,
+                        Namespace::Host,
+                        operation,
+                        reason,
+                    ));
+                }
+            }
+
+            let end = model.new_link(&spec.name, "veth", spec.mtu);
+            let peer = model.new_link(&spec.peer_name, "veth", spec.mtu);
+            for link in [&end, &peer] {
+                model
+                    .links_mut(Namespace::Host)
+                    .insert(link.name.clone(), link.clone());
+            }
+            model.host_peers.insert(end.name.clone(), peer.name.clone());
+            model.host_peers.insert(peer.name.clone(), end.name.clone());
+            Ok((end, peer))
+        })
+    }
+
     fn get_link(&mut self, ns: Namespace, name: &str) -> Result<Option<LinkInfo>, KernelError> {
         let call = KernelCall::GetLink {
             ns,
@@ -768,13 +821,13 @@ impl Netlink for RecordingKernel {
         };
         self.record(call, |model| {
             model.check_namespace(ns, &format!("delete link {name}"))?;
-            let removed = model.links_mut(ns).remove(name).is_some();
-            if ns == Namespace::Host {
-                model.port_vlans.remove(name);
+            let removed = model.remove_link(ns, name);
+            if ns == Namespace::Host
+                && let Some(peer) = model.host_peers.remove(name)
+            {
+                model.host_peers.remove(&peer);
+                model.remove_link(ns, &peer);
             }
-            model.addresses.remove(&(ns, name.to_string()));
-            let routes = model.routes.entry(ns).or_default();
-            routes.retain(|route| route.device.as_deref() != Some(name));
             Ok(removed)
         })
     }

@@ -14,9 +14,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cniwasm_host_api::kernel::{
-    BridgeSpec, Firewall, KernelErrorKind, LinkSettings, Namespace, Netlink, NftMatch, NftNat,
-    NftPortMapSpec, NftSelector, NftValue, Owner, PortMapSpec, PortMapping, Protocol, RouteSpec,
-    SpoofCheck, SpoofCheckSpec, Sysctl, VethSpec,
+    BridgeSpec, Firewall, HostVethSpec, KernelErrorKind, LinkSettings, Namespace, Netlink,
+    NftMatch, NftNat, NftPortMapSpec, NftSelector, NftValue, Owner, PortMapSpec, PortMapping,
+    Protocol, RouteSpec, SpoofCheck, SpoofCheckSpec, Sysctl, VethSpec,
 };
 use cniwasm_host_api::linux::{
     FirewallOptions, IptablesFirewall, LinuxNetlink, NftNatRules, NftSpoofCheck, ProcSysctl,
@@ -536,6 +536,38 @@ fn delete_link_removes_pair() {
         );
         assert_eq!(netlink.get_link(Namespace::Host, "cwveth5").unwrap(), None);
         assert!(!netlink.delete_link(Namespace::Container, "eth0").unwrap());
+    });
+}
+
+#[test]
+fn host_veth_pair_stays_in_host() {
+    privileged("host_veth_pair_stays_in_host", |container| {
+        let mut netlink = LinuxNetlink::open(Some(&container.path())).unwrap();
+        let spec = HostVethSpec {
+            name: "cwbr1.100".into(),
+            peer_name: "cwveth11".into(),
+            mtu: Some(1400),
+        };
+
+        let (end, peer) = netlink.create_host_veth(&spec).unwrap();
+
+        assert_eq!(
+            (end.name.as_str(), end.kind.as_str()),
+            ("cwbr1.100", "veth")
+        );
+        assert_eq!(
+            (peer.name.as_str(), peer.kind.as_str()),
+            ("cwveth11", "veth")
+        );
+        assert_eq!((end.mtu, peer.mtu), (1400, 1400));
+        assert_eq!(link_json(None, "cwbr1.100")["link"], "cwveth11");
+        assert_eq!(link_names(Some(container)), ["lo"]);
+        let again = netlink.create_host_veth(&spec).unwrap_err();
+        assert_eq!(again.kind, KernelErrorKind::Exists, "{again}");
+
+        assert!(netlink.delete_link(Namespace::Host, "cwbr1.100").unwrap());
+        netlink.settle().unwrap();
+        assert_eq!(netlink.get_link(Namespace::Host, "cwveth11").unwrap(), None);
     });
 }
 

@@ -71,6 +71,16 @@ pub struct VethSpec {
     pub container_mac: Option<String>,
 }
 
+/// A veth pair with both ends in the host namespace, such as the link that
+/// carries a bridge's gateway address on one VLAN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostVethSpec {
+    pub name: String,
+    pub peer_name: String,
+    /// MTU in bytes for both ends.
+    pub mtu: Option<u32>,
+}
+
 /// Changes to a link; `None` leaves a setting as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LinkSettings {
@@ -128,6 +138,14 @@ pub trait Netlink {
     /// Creates a veth pair whose container end is created directly in the
     /// container namespace. Returns (host end, container end).
     fn create_veth(&mut self, spec: &VethSpec) -> Result<(LinkInfo, LinkInfo), KernelError>;
+
+    /// Creates a veth pair with both ends in the host namespace, both down.
+    /// Returns (`name` end, `peer_name` end). Fails with `Exists` when
+    /// either name is taken.
+    fn create_host_veth(
+        &mut self,
+        spec: &HostVethSpec,
+    ) -> Result<(LinkInfo, LinkInfo), KernelError>;
 
     fn get_link(&mut self, ns: Namespace, name: &str) -> Result<Option<LinkInfo>, KernelError>;
 

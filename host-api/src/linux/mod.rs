@@ -87,6 +87,13 @@ impl Netlink for SharedNetlink {
         self.lock().create_veth(spec)
     }
 
+    fn create_host_veth(
+        &mut self,
+        spec: &crate::kernel::HostVethSpec,
+    ) -> Result<(LinkInfo, LinkInfo), KernelError> {
+        self.lock().create_host_veth(spec)
+    }
+
     fn get_link(&mut self, ns: Namespace, name: &str) -> Result<Option<LinkInfo>, KernelError> {
         self.lock().get_link(ns, name)
     }

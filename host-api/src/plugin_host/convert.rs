@@ -44,7 +44,7 @@ impl From<link::LinkSettings> for kernel::LinkSettings {
 
 /// The VLAN IDs a bridge port can carry: 0 and 4095 are reserved by
 /// IEEE 802.1Q, and the kernel rejects them.
-const VLAN_IDS: std::ops::RangeInclusive<u16> = 1..=4094;
+pub(super) const VLAN_IDS: std::ops::RangeInclusive<u16> = 1..=4094;
 
 /// Checks and converts port VLANs: IDs in 1..=4094, ranges in order, and at
 /// most one PVID, on a single VLAN.

@@ -78,6 +78,10 @@ impl link::Host for HostContext {
         )
     }
 
+    fn ensure_vlan_gateway(&mut self, spec: link::VlanGatewaySpec) -> HostResult<link::LinkInfo> {
+        self.serve_vlan_gateway(spec)
+    }
+
     fn create_veth(&mut self, spec: link::VethSpec) -> HostResult<link::VethPair> {
         if let Err(error) = check_ifname(&spec.container_name) {
             return Ok(Err(error));

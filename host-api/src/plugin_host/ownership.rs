@@ -3,7 +3,8 @@
 //! a plugin may change only the links this chain operation created and the
 //! bridges its policy allows, never `lo` or another interface, and only the
 //! host sysctls of those links plus IP forwarding, and set bridge-port
-//! VLANs only on a port it created. NAT rules may only point
+//! VLANs only on a port it created. The VLAN gateway `<bridge>.<vlan>` of
+//! an allowed bridge counts as part of that bridge. NAT rules may only point
 //! at addresses of the attachment's own interface, and so may forwarding
 //! rules, whose admin chain must not be a built-in chain or target. A MAC
 //! spoof check may guard only a host veth this chain operation created, and
@@ -13,6 +14,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::convert::VLAN_IDS;
 use crate::kernel::{Kernel, Namespace, Owner, SpoofCheckSpec};
 use crate::policy::{Decision, PluginPolicy};
 
@@ -76,6 +78,7 @@ impl Ownership<'_> {
 
         match kernel.netlink.get_link(Namespace::Host, name) {
             Ok(Some(info)) if info.kind == "bridge" && self.bridge_allowed(name) => None,
+            Ok(Some(info)) if info.kind == "veth" && self.is_vlan_gateway(kernel, name) => None,
             Ok(Some(_)) => Some(Decision::ownership(
                 "hostLinks",
                 format!(
@@ -83,6 +86,47 @@ impl Ownership<'_> {
                 ),
             )),
             // An absent link fails in the kernel with a clear not-found error.
+            _ => None,
+        }
+    }
+
+    /// Tells whether `name` has the form `<bridge>.<vlan>` of a VLAN
+    /// gateway (see [`Ownership::vlan_gateway`]): an existing bridge that
+    /// the policy allows, a dot, and a VLAN ID from 1 to 4094 without
+    /// leading zeros. Such a link carries the gateway addresses of every
+    /// attachment on that VLAN, as the bridge does without VLANs, so the
+    /// attachments that reuse it may add addresses and set its sysctls.
+    fn is_vlan_gateway(&self, kernel: &mut Kernel, name: &str) -> bool {
+        let Some((bridge, vlan)) = name.rsplit_once('.') else {
+            return false;
+        };
+        let valid_vlan = vlan
+            .parse::<u16>()
+            .is_ok_and(|id| VLAN_IDS.contains(&id) && id.to_string() == vlan);
+        if !valid_vlan || !self.bridge_allowed(bridge) {
+            return false;
+        }
+        matches!(
+            kernel.netlink.get_link(Namespace::Host, bridge),
+            Ok(Some(info)) if info.kind == "bridge"
+        )
+    }
+
+    /// Checks a VLAN gateway to create or reuse: its bridge must not be a
+    /// link of another kind, and an existing link named `link` must be a
+    /// veth, because reusing it puts gateway addresses on it.
+    pub fn vlan_gateway(&self, kernel: &mut Kernel, bridge: &str, link: &str) -> Option<Decision> {
+        if let Some(denied) = self.bridge(kernel, bridge) {
+            return Some(denied);
+        }
+        match kernel.netlink.get_link(Namespace::Host, link) {
+            Ok(Some(info)) if info.kind != "veth" => Some(Decision::ownership(
+                "hostLinks",
+                format!(
+                    "host link {link:?} exists and is a {:?} link, not the veth of a VLAN gateway; rename or remove it",
+                    info.kind
+                ),
+            )),
             _ => None,
         }
     }

@@ -474,6 +474,12 @@ pub(super) fn check(policy: &PluginPolicy, request: &Request<'_>) -> Decision {
                 .check_name(&rules.bridges, "links.bridges", name)
                 .or_else(|| rules.check_mtu(*mtu))
         }),
+        Request::VlanGateway { bridge, link, mtu } => policy.links.as_ref().and_then(|rules| {
+            rules
+                .check_name(&rules.bridges, "links.bridges", bridge)
+                .or_else(|| rules.check_host_name(link))
+                .or_else(|| rules.check_mtu(*mtu))
+        }),
         Request::CreateVeth {
             container_name,
             mtu,

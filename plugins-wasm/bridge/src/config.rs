@@ -12,7 +12,8 @@ use crate::vlan::{RawTrunk, RawVlan, VlanConfig};
 pub struct BridgeConfig {
     /// Bridge name; `cni0` when absent.
     pub bridge: String,
-    /// Put the gateway address on the bridge; implied by `is_default_gateway`.
+    /// Put the gateway addresses on the bridge, or with a `vlan` on the
+    /// link `<bridge>.<vlan>`. `is_default_gateway` implies it.
     pub is_gateway: bool,
     pub is_default_gateway: bool,
     pub ip_masq: bool,
@@ -81,8 +82,8 @@ struct RawConfig {
 }
 
 impl BridgeConfig {
-    /// Reads the options. Errors carry code 7, or code 2 for keys of the
-    /// reference plugin that this one does not implement.
+    /// Reads the options. Errors carry code 7, or code 999 for `vlan` and
+    /// `vlanTrunk`, as the reference's do.
     pub fn parse(config: &PluginConfig, inv: &Invocation) -> Result<Self, CniError> {
         let raw: RawConfig = config.options()?;
 
@@ -97,13 +98,6 @@ impl BridgeConfig {
             trunk: &raw.vlan_trunk,
             preserve_default: raw.preserve_default_vlan,
         })?;
-        // The reference puts the gateway address of a VLAN port on an extra
-        // veth pair of the bridge, and the host API has no call to create one.
-        if vlan.enabled() && (raw.is_gateway || raw.is_default_gateway) {
-            return Err(unsupported(
-                "vlan or vlanTrunk with isGateway or isDefaultGateway is not supported by this bridge plugin, which cannot create the VLAN gateway interface: remove isGateway, or put the gateway on a router outside the bridge",
-            ));
-        }
         let ip_masq_backend = masquerade_backend(raw.ip_masq_backend.as_deref())?;
 
         let name = raw.bridge.filter(|name| !name.is_empty());
@@ -178,10 +172,6 @@ fn requested_mac(config: &PluginConfig, inv: &Invocation) -> Option<String> {
         .or(from_env)
         .filter(|mac| !mac.is_empty())
         .map(str::to_string)
-}
-
-fn unsupported(message: impl Into<String>) -> CniError {
-    CniError::new(codes::UNSUPPORTED_FIELD, message)
 }
 
 #[cfg(test)]
@@ -264,15 +254,15 @@ mod tests {
     }
 
     #[test]
-    fn vlan_gateway_rejected() {
+    fn vlan_gateway_accepted() {
         for gateway in ["isGateway", "isDefaultGateway"] {
-            let error = with_keys(json!({"vlan": 100, gateway: true})).unwrap_err();
-            assert_eq!(error.code, 2, "{gateway}");
-            assert!(error.msg.contains("isGateway"), "{}", error.msg);
+            let config = with_keys(json!({"vlan": 100, gateway: true})).unwrap();
+            assert!(config.is_gateway, "{gateway}");
+            assert_eq!(config.vlan.vlan, 100, "{gateway}");
         }
-        let trunk = with_keys(json!({"vlanTrunk": [{"id": 5}], "isGateway": true}));
-        assert_eq!(trunk.unwrap_err().code, 2);
-        assert!(with_keys(json!({"vlan": 0, "isGateway": true})).is_ok());
+        let trunk = with_keys(json!({"vlanTrunk": [{"id": 5}], "isGateway": true})).unwrap();
+        assert!(trunk.is_gateway);
+        assert_eq!(trunk.vlan.vlan, 0);
     }
 
     /// Parses a 1.0.0 configuration with `keys` and no CNI_ARGS.

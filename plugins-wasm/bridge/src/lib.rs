@@ -5,6 +5,7 @@
 mod addressing;
 mod check;
 mod config;
+mod gateway;
 mod vlan;
 
 use std::time::Duration;
@@ -17,7 +18,7 @@ use cniwasm_plugin_sdk::{
     describe_host_error, logging, nat, nft_nat, route, spoof_check, sysctl,
 };
 
-use crate::addressing::{BridgeAddressPlan, apply_gateways, container_routes, plan_bridge_address};
+use crate::addressing::{BridgeGateways, apply_gateways, container_routes};
 use crate::config::{BridgeConfig, MasqueradeBackend};
 
 /// The bridge plugin.
@@ -314,24 +315,57 @@ impl Attachment<'_> {
         configure_container(&self.inv.ifname, result, self.options.enable_dad)?;
 
         if self.options.is_gateway {
-            for gateway in &gateways {
-                ensure_bridge_address(self.options, *gateway)?;
-            }
-            self.pin_bridge_mac()?;
-            for ipv6 in [false, true] {
-                if gateways
-                    .iter()
-                    .any(|gateway| gateway.addr().is_ipv6() == ipv6)
-                {
-                    enable_forwarding(ipv6)?;
-                }
-            }
+            self.add_gateways(result, &gateways)?;
         }
 
         if self.options.ip_masq {
             let backend = self.options.ip_masq_backend;
             undo.masquerade = Some(backend);
             add_masquerade(backend, result)?;
+        }
+        Ok(())
+    }
+
+    /// Puts the gateway addresses on the bridge, or with a `vlan` on the
+    /// VLAN gateway link, and enables forwarding for their families.
+    fn add_gateways(
+        &self,
+        result: &mut cniwasm_types::Result,
+        gateways: &BridgeGateways,
+    ) -> Result<(), CniError> {
+        if self.options.vlan.vlan == 0 {
+            for gateway in gateways {
+                gateway::ensure_address(
+                    &self.options.bridge,
+                    *gateway,
+                    self.options.force_address,
+                )?;
+            }
+            self.pin_bridge_mac()?;
+        } else {
+            let link = gateway::ensure_vlan_link(self.options, self.bridge)?;
+            for gateway in gateways {
+                gateway::ensure_address(&link.name, *gateway, self.options.force_address)?;
+            }
+            // The reference pins the MAC of the link that got the
+            // addresses only, so here the bridge's MAC follows its ports.
+            gateway::pin_mac(&link)?;
+            // Appended after the container interface, so the IPs keep
+            // pointing at index 2, as in the reference's result.
+            result.interfaces.push(Interface {
+                name: link.name,
+                mac: link.mac,
+                ..Default::default()
+            });
+        }
+
+        for ipv6 in [false, true] {
+            if gateways
+                .iter()
+                .any(|gateway| gateway.addr().is_ipv6() == ipv6)
+            {
+                gateway::enable_forwarding(ipv6)?;
+            }
         }
         Ok(())
     }
@@ -461,38 +495,6 @@ fn configure_container(
         ))?;
     }
     Ok(())
-}
-
-fn ensure_bridge_address(options: &BridgeConfig, gateway: ipnet::IpNet) -> Result<(), CniError> {
-    let name = &options.bridge;
-    let existing = address::list(Netns::Host, name)
-        .context(&format!("failed to list the addresses of bridge {name:?}"))?;
-
-    let plan = plan_bridge_address(name, &existing, gateway, options.force_address)?;
-    let BridgeAddressPlan::Add { delete } = plan else {
-        return Ok(());
-    };
-    for old in delete {
-        address::del(Netns::Host, name, &old)
-            .context(&format!("failed to delete {old} from bridge {name:?}"))?;
-    }
-    match address::add(Netns::Host, name, &gateway.to_string()) {
-        Ok(()) | Err(cniwasm_plugin_sdk::HostError::AlreadyExists(_)) => Ok(()),
-        Err(error) => Err(error).context(&format!("failed to add {gateway} to bridge {name:?}")),
-    }
-}
-
-fn enable_forwarding(ipv6: bool) -> Result<(), CniError> {
-    let key = if ipv6 {
-        "net/ipv6/conf/all/forwarding"
-    } else {
-        "net/ipv4/ip_forward"
-    };
-    let current = sysctl::get(Netns::Host, key).context(&format!("failed to read {key}"))?;
-    if current.trim() == "1" {
-        return Ok(());
-    }
-    sysctl::set(Netns::Host, key, "1").context(&format!("failed to enable forwarding with {key}"))
 }
 
 /// Waits until the host veth's operational state is `up`, polling after 0,

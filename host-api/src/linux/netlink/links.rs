@@ -10,7 +10,8 @@ use std::os::fd::RawFd;
 
 use super::{Connection, errno};
 use crate::kernel::{
-    BridgeSpec, KernelError, KernelErrorKind, LinkInfo, LinkSettings, PortVlan, VethSpec,
+    BridgeSpec, HostVethSpec, KernelError, KernelErrorKind, LinkInfo, LinkSettings, PortVlan,
+    VethSpec,
 };
 
 /// Looks a link up by name, returning `None` when the namespace has no such link.
@@ -126,6 +127,20 @@ pub(super) fn veth_request(spec: &VethSpec, container_netns: RawFd) -> Result<Li
     }
     let peer_info = InfoData::Veth(InfoVeth::Peer(peer.build()));
     Ok(host.set_info_data(peer_info).build())
+}
+
+/// Builds one RTM_NEWLINK request for a veth pair with both ends in the
+/// namespace of the connection, as `ip link add N mtu M type veth peer name
+/// P mtu M` does.
+pub(super) fn host_veth_request(spec: &HostVethSpec) -> LinkMessage {
+    let mut peer = LinkUnspec::new_with_name(&spec.peer_name);
+    let mut link = LinkVeth::new(&spec.name, &spec.peer_name);
+    if let Some(mtu) = spec.mtu {
+        peer = peer.mtu(mtu);
+        link = link.mtu(mtu);
+    }
+    let peer_info = InfoData::Veth(InfoVeth::Peer(peer.build()));
+    link.set_info_data(peer_info).build()
 }
 
 /// Builds the RTM_SETLINK request for every setting except hairpin and
@@ -369,6 +384,38 @@ mod tests {
         assert_eq!(info.tx_queue_len, 500);
         assert_eq!(info.oper_state, "lowerlayerdown");
         assert_eq!(info.master.as_deref(), Some("br0"));
+    }
+
+    #[test]
+    fn host_veth_request_names_both_ends() {
+        let spec = HostVethSpec {
+            name: "br0.100".into(),
+            peer_name: "veth0a1b2c3d".into(),
+            mtu: Some(1400),
+        };
+
+        let message = host_veth_request(&spec);
+
+        let attributes = &message.attributes;
+        assert!(attributes.contains(&LinkAttribute::IfName("br0.100".into())));
+        assert!(attributes.contains(&LinkAttribute::Mtu(1400)));
+        let peer = attributes
+            .iter()
+            .find_map(|attribute| match attribute {
+                LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|info| match info {
+                    NlLinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))) => Some(peer),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .expect("the request carries the peer");
+        let peer_attributes = &peer.attributes;
+        assert!(peer_attributes.contains(&LinkAttribute::IfName("veth0a1b2c3d".into())));
+        assert!(peer_attributes.contains(&LinkAttribute::Mtu(1400)));
+        let moved = peer_attributes
+            .iter()
+            .any(|attribute| matches!(attribute, LinkAttribute::NetNsFd(_)));
+        assert!(!moved, "the peer stays in the host namespace");
     }
 
     #[test]
