@@ -100,10 +100,28 @@ mount -t tmpfs tmp /tmp
 mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null || true
 ip link set lo up
 echo "cniwasm-vm: running"
-sh /run/cniwasm-vm/command.sh
-echo "cniwasm-vm: exit status $?"
+sh /run/cniwasm-vm/command.sh &
+command=$!
+# A command still running after the watchdog delay (seconds) gets its
+# processes and their kernel stacks printed, to show where it waits.
+(
+  sleep "$(cat /run/cniwasm-vm/watchdog)"
+  echo "cniwasm-vm: still running; processes and kernel stacks follow"
+  for dir in /proc/[0-9]*; do
+    [ -r "$dir/cmdline" ] || continue
+    echo "--- ${dir#/proc/} $(tr '\0' ' ' <"$dir/cmdline" | cut -c1-160) [$(cat "$dir/wchan" 2>/dev/null)]"
+    cat "$dir/stack" 2>/dev/null
+  done
+  dmesg | tail -n 40
+) &
+watchdog=$!
+wait "$command"
+status=$?
+kill "$watchdog" 2>/dev/null
+echo "cniwasm-vm: exit status $status"
 /bin/busybox poweroff -f
 EOF
+echo "${CNIWASM_VM_WATCHDOG:-600}" >"$initramfs/stages/watchdog"
 
 (cd "$initramfs" && find . | cpio -o -H newc --quiet | gzip -1) >"$work/initramfs.gz"
 

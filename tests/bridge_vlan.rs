@@ -88,7 +88,7 @@ fn vlan_cases_on_a_filtering_kernel() {
 }
 
 /// The tests in this file other than `vlan_cases_on_a_filtering_kernel`.
-const VLAN_TESTS: usize = 10;
+const VLAN_TESTS: usize = 11;
 
 fn cniwasm(scenario: &Scenario, command: &str, container: &Netns) -> CliOutput {
     let path = container.path();
@@ -477,11 +477,6 @@ fn add_to(scenario: &Scenario, network: &str, container: &Netns) -> CliOutput {
     scenario.cniwasm(&["add", network, path.to_str().unwrap()], &[])
 }
 
-fn pings(from: &Netns, to: &str) -> bool {
-    let output = from.exec(&["busybox", "ping", "-c", "2", "-W", "2", to]);
-    output.status.success()
-}
-
 /// Real frames: two containers on VLAN 100 reach each other, and a
 /// container in the same subnet on VLAN 200 reaches neither, because the
 /// bridge forwards a frame only between ports of its VLAN.
@@ -506,10 +501,10 @@ fn vlans_isolate_traffic() {
     add_to(&scenario, "vlan100", &second).assert_success();
     add_to(&scenario, "vlan200", &other).assert_success();
 
-    assert!(pings(&first, "10.244.41.11"), "VLAN 100 to VLAN 100");
-    assert!(pings(&second, "10.244.41.10"), "VLAN 100 to VLAN 100");
-    assert!(!pings(&other, "10.244.41.10"), "VLAN 200 reached VLAN 100");
-    assert!(!pings(&first, "10.244.41.20"), "VLAN 100 reached VLAN 200");
+    assert!(ping(&first, "10.244.41.11"), "VLAN 100 to VLAN 100");
+    assert!(ping(&second, "10.244.41.10"), "VLAN 100 to VLAN 100");
+    assert!(!ping(&other, "10.244.41.10"), "VLAN 200 reached VLAN 100");
+    assert!(!ping(&first, "10.244.41.20"), "VLAN 100 reached VLAN 200");
 }
 
 /// The link that carries the gateway address of VLAN 100 on `BRIDGE`.
@@ -756,4 +751,41 @@ fn vlan_gateway_failed_add_leaves_nothing() {
     }
     assert!(scenario.reservations(NETWORK).is_empty());
     assert_nothing_left(&scenario, &container, "cniwasm");
+}
+
+/// Four ADDs on one VLAN at once: the first to create `<bridge>.<vlan>`
+/// wins, the others reuse it, and every container reaches the gateway.
+#[test]
+fn vlan_gateway_concurrent_adds() {
+    if !require_root() {
+        return;
+    }
+    let scenario = Scenario::new();
+    let list = vlan_list(json!({"vlan": 100, "isGateway": true}));
+    scenario.write_config("10-vlan.conflist", &list.to_string());
+    let containers: Vec<Netns> = (0..4).map(|_| Netns::create("cwc")).collect();
+
+    let outputs: Vec<CliOutput> = std::thread::scope(|scope| {
+        let runs: Vec<_> = containers
+            .iter()
+            .map(|container| scope.spawn(|| cniwasm(&scenario, "add", container)))
+            .collect();
+        runs.into_iter().map(|run| run.join().unwrap()).collect()
+    });
+
+    if !vlan_filtering_supported(&scenario.host) {
+        for output in &outputs {
+            assert!(!output.status.success(), "ADD succeeded: {}", output.stdout);
+        }
+        return;
+    }
+    for output in &outputs {
+        output.assert_success();
+    }
+    let gateways = scenario.host.link_names();
+    let gateways = gateways.iter().filter(|name| name.contains('.'));
+    assert_eq!(gateways.collect::<Vec<_>>(), [GATEWAY_LINK]);
+    for container in &containers {
+        assert!(ping(container, GATEWAY), "gateway unreachable");
+    }
 }

@@ -84,10 +84,18 @@ impl HostContext {
                 if let Some(existing) = kernel.netlink.get_link(Namespace::Host, &gateway.name)? {
                     return Ok(existing.into());
                 }
-                // NOTE: two ADDs that create the same gateway at once race,
-                // and the later one fails with already-exists, as with the
-                // reference plugin.
-                let info = create_vlan_gateway(kernel, &gateway)?;
+                let info = match create_vlan_gateway(kernel, &gateway) {
+                    Ok(info) => info,
+                    Err(HostError::AlreadyExists(message)) => {
+                        // Another ADD on the VLAN created the pair since the
+                        // lookup above, and it is shared, so it is reused.
+                        let existing = kernel.netlink.get_link(Namespace::Host, &gateway.name)?;
+                        return existing
+                            .map(Into::into)
+                            .ok_or(HostError::AlreadyExists(message));
+                    }
+                    Err(error) => return Err(error),
+                };
                 created_links
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())

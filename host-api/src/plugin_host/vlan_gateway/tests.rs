@@ -422,3 +422,20 @@ fn vlan_gateway_calls_audited() {
     assert_eq!(records[1]["decision"], "deny");
     assert_eq!(records[1]["rule"], "ownership.hostLinks");
 }
+
+/// When the kernel reports the pair as existing although the lookup found
+/// none, and the name is still absent afterwards, the error stays and
+/// nothing is recorded as created.
+#[test]
+fn vlan_gateway_exists_error_without_link() {
+    let mut fixture = Fixture::new();
+    fixture
+        .recorder
+        .fail_call(CallKind::CreateHostVeth, 1, KernelErrorKind::Exists);
+
+    let error = fixture.ensure("cni0", 100).unwrap_err();
+
+    assert!(matches!(error, HostError::AlreadyExists(_)), "{error:?}");
+    assert!(fixture.created().is_empty());
+    assert_eq!(fixture.host_link_names(), ["cni0"]);
+}
