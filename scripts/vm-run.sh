@@ -108,9 +108,13 @@ command=$!
   sleep "$(cat /run/cniwasm-vm/watchdog)"
   echo "cniwasm-vm: still running; processes and kernel stacks follow"
   for dir in /proc/[0-9]*; do
-    [ -r "$dir/cmdline" ] || continue
-    echo "--- ${dir#/proc/} $(tr '\0' ' ' <"$dir/cmdline" | cut -c1-160) [$(cat "$dir/wchan" 2>/dev/null)]"
-    cat "$dir/stack" 2>/dev/null
+    command_line=$(tr '\0' ' ' <"$dir/cmdline" 2>/dev/null | cut -c1-160)
+    [ -n "$command_line" ] || continue
+    echo "--- process ${dir#/proc/}: $command_line"
+    for task in "$dir"/task/*; do
+      echo "thread ${task##*/} [$(cat "$task/wchan" 2>/dev/null)]"
+      cat "$task/stack" 2>/dev/null
+    done
   done
   dmesg | tail -n 40
 ) &

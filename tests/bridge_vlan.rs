@@ -3,12 +3,11 @@
 //! but neither `vlanTrunk` nor `preserveDefaultVlan`), and a trunk through
 //! cniwasm alone.
 //!
-//! A kernel built without CONFIG_BRIDGE_VLAN_FILTERING refuses a filtering
+//! A kernel built without CONFIG_BRIDGE_VLAN_FILTERING rejects a filtering
 //! bridge with EOPNOTSUPP. On such a kernel each test checks that both
-//! implementations fail the same way and leave nothing behind, and
+//! implementations fail the same way and leave nothing behind. Then
 //! `vlan_cases_on_a_filtering_kernel` runs every test of this file again in
-//! a VM with Debian's kernel, which filters VLANs, where they must take the
-//! VLAN path.
+//! a VM with Debian's kernel, which filters VLANs, so they take the VLAN path.
 
 use cniwasm_integration_tests::reference::ReferenceRun;
 use cniwasm_integration_tests::vm;
@@ -125,8 +124,8 @@ fn assert_nothing_left(scenario: &Scenario, container: &Netns, implementation: &
 }
 
 /// Asserts that both ADDs failed because the kernel has no VLAN filtering,
-/// with code 999 from cniwasm, and left nothing behind. `theirs` is none
-/// for a spec version the reference lacks.
+/// with code 999 from cniwasm, and left nothing behind. `theirs` is `None`
+/// for a spec version the reference does not support.
 fn assert_same_unsupported_failure(
     ours: &CliOutput,
     theirs: Option<Result<Value, String>>,
@@ -347,9 +346,9 @@ fn vlan_trunk() {
     assert!(scenario.reservations(NETWORK).is_empty());
 }
 
-/// Runs ADD of `options` through cniwasm alone and returns the VLANs of the
-/// bridge's one port; none on a kernel without VLAN filtering, where the
-/// ADD must fail and leave nothing behind. DEL runs when the scenario drops.
+/// Runs ADD of `options` through cniwasm alone, returns the VLANs of the
+/// bridge's one port and runs DEL. On a kernel without VLAN filtering the
+/// ADD must fail and leave nothing behind, and the result is `None`.
 fn port_vlans_after_add(options: Value) -> Option<Vec<(u64, Vec<String>)>> {
     let scenario = Scenario::new();
     scenario.write_config("10-vlan.conflist", &vlan_list(options).to_string());
