@@ -87,7 +87,7 @@ fn vlan_cases_on_a_filtering_kernel() {
 }
 
 /// The tests in this file other than `vlan_cases_on_a_filtering_kernel`.
-const VLAN_TESTS: usize = 11;
+const VLAN_TESTS: usize = 12;
 
 fn cniwasm(scenario: &Scenario, command: &str, container: &Netns) -> CliOutput {
     let path = container.path();
@@ -221,24 +221,68 @@ fn vlan_100_every_version() {
     }
 }
 
-fn vlan_100_at(version: &str) {
-    let options = json!({"vlan": 100});
-    let scenario = Scenario::new();
-    let mut list = vlan_list(options.clone());
-    list["cniVersion"] = json!(version);
-    scenario.write_config("10-vlan.conflist", &list.to_string());
-    let container = Netns::create("cwc");
-    let mut reference = Reference::new(&options, &container);
-    reference.list["cniVersion"] = json!(version);
-    let compared = REFERENCE_VERSIONS.contains(&version);
+/// One ADD of the same options at one spec version through cniwasm and,
+/// where the reference supports the version, through the reference.
+struct SideBySide {
+    scenario: Scenario,
+    container: Netns,
+    reference: Reference,
+    ours: CliOutput,
+    theirs: Option<Result<Value, String>>,
+}
 
-    let ours = cniwasm(&scenario, "add", &container);
-    let theirs = compared.then(|| reference.run().add());
+impl SideBySide {
+    fn add(options: &Value, version: &str) -> Self {
+        let scenario = Scenario::new();
+        let mut list = vlan_list(options.clone());
+        list["cniVersion"] = json!(version);
+        scenario.write_config("10-vlan.conflist", &list.to_string());
+        let container = Netns::create("cwc");
+        let mut reference = Reference::new(options, &container);
+        reference.list["cniVersion"] = json!(version);
 
-    if !vlan_filtering_supported(&scenario.host) {
-        assert_same_unsupported_failure(&ours, theirs, &scenario, &container, &reference);
-        return;
+        let ours = cniwasm(&scenario, "add", &container);
+        let compared = REFERENCE_VERSIONS.contains(&version);
+        let theirs = compared.then(|| reference.run().add());
+        Self {
+            scenario,
+            container,
+            reference,
+            ours,
+            theirs,
+        }
     }
+
+    /// Tells whether the kernel filters VLANs; when it does not, first
+    /// asserts that both ADDs failed alike and left nothing behind.
+    fn vlans_supported(self) -> Option<Self> {
+        if vlan_filtering_supported(&self.scenario.host) {
+            return Some(self);
+        }
+        let Self {
+            scenario,
+            container,
+            reference,
+            ours,
+            theirs,
+        } = self;
+        assert_same_unsupported_failure(&ours, theirs, &scenario, &container, &reference);
+        None
+    }
+}
+
+fn vlan_100_at(version: &str) {
+    let run = SideBySide::add(&json!({"vlan": 100}), version);
+    let Some(SideBySide {
+        scenario,
+        container,
+        reference,
+        ours,
+        theirs,
+    }) = run.vlans_supported()
+    else {
+        return;
+    };
 
     let ours = ours.assert_success().json();
     assert_eq!(ours["cniVersion"], json!(version));
@@ -786,5 +830,40 @@ fn vlan_gateway_concurrent_adds() {
     assert_eq!(gateways.collect::<Vec<_>>(), [GATEWAY_LINK]);
     for container in &containers {
         assert!(ping(container, GATEWAY), "gateway unreachable");
+    }
+}
+
+/// `vlan` with `isGateway` at every spec version: the result equals the
+/// reference's, lists `vlbr0.100` as a 4th interface from 0.3.0 on (older
+/// results list no interfaces), and the gateway address is on that link.
+#[test]
+fn vlan_gateway_every_version() {
+    if !require_root() {
+        return;
+    }
+    for version in VERSIONS {
+        let run = SideBySide::add(&json!({"vlan": 100, "isGateway": true}), version);
+        let Some(run) = run.vlans_supported() else {
+            continue;
+        };
+
+        let ours = run.ours.assert_success().json();
+        if !["0.1.0", "0.2.0"].contains(&version) {
+            let interfaces = ours["interfaces"].as_array().unwrap();
+            assert_eq!(interfaces.len(), 4, "{version}: {ours}");
+            assert_eq!(interfaces[3]["name"], GATEWAY_LINK, "{version}");
+        }
+        let gateway = run.scenario.host.global_addresses(GATEWAY_LINK);
+        assert_eq!(gateway, [format!("{GATEWAY}/24")], "{version}");
+        if let Some(theirs) = run.theirs {
+            let theirs = theirs.expect("the reference ADD");
+            assert_eq!(
+                normalize_result(&ours),
+                normalize_result(&theirs),
+                "{version}"
+            );
+        }
+
+        cniwasm(&run.scenario, "del", &run.container).assert_success();
     }
 }
