@@ -260,6 +260,24 @@ fn invalid_cache_fails_check() {
     world.assert_detached();
 }
 
+/// A plugin that sleeps, as the bridge does while its port comes up, wakes
+/// up and finishes: WASI's timers need a runtime that drives them.
+#[test]
+fn plugin_sleep_wakes_up() {
+    if !require_root() {
+        return;
+    }
+    let world = World::new(&list(
+        Some("1.0.0"),
+        &[json!({"type": "probe", "sleepMs": 100})],
+    ));
+
+    let output = world.run("add", &[]);
+
+    output.assert_success();
+    assert_eq!(output.json()["ips"][0]["address"], json!("10.244.60.2/24"));
+}
+
 #[test]
 fn older_cached_result_converted() {
     if !require_root() {

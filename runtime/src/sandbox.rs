@@ -244,18 +244,21 @@ pub fn call_plugin(
     outcome
 }
 
-/// Returns the tokio runtime that WASI's file calls run on. Without a
-/// current runtime, wasmtime-wasi builds a multi-thread one on first use,
-/// which reads the cgroup CPU quota and starts a worker per core. strace
-/// showed that work at host-local's first file access in each ADD. The
-/// calls run on the calling thread (`allow_blocking_current_thread`), so a
-/// current-thread runtime is enough.
+/// Returns the tokio runtime that WASI calls run on. wasmtime-wasi runs
+/// each call with `Handle::block_on`, which drives no timer on a
+/// current-thread runtime, so a plugin's sleep (the bridge waits for its
+/// port to come up) would never wake. One worker thread drives the timer.
+/// Without a current runtime, wasmtime-wasi would build a multi-thread one
+/// on first use that reads the cgroup CPU quota and starts a worker per
+/// core, which strace showed at host-local's first file access in each ADD.
 fn wasi_runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
-        tokio::runtime::Builder::new_current_thread()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("cniwasm-wasi")
             .enable_time()
             .build()
-            .expect("a current-thread tokio runtime needs no resources")
+            .expect("a one-worker tokio runtime needs only a thread")
     });
     &RUNTIME
 }

@@ -291,6 +291,9 @@ pub fn shared_compile_cache() -> PathBuf {
         .join("cniwasm-compile-cache")
 }
 
+/// How long one `cniwasm` run in a test may take, in seconds.
+const CNIWASM_TIMEOUT_SECONDS: &str = "120";
+
 /// The state one test's cniwasm runs use: a throwaway host namespace and
 /// private configuration, cache and IPAM directories.
 pub struct Scenario {
@@ -358,9 +361,13 @@ impl Scenario {
     /// directories and the extra environment `env`.
     pub fn cniwasm(&self, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
         let binary = cniwasm_binary();
-        let mut command = Command::new("ip");
+        // A hung call fails its test with status 124 instead of stalling
+        // the run. The limit (seconds) is far above any call's duration,
+        // also in the TCG VM that runs the VLAN tests.
+        let mut command = Command::new("timeout");
         command
-            .args(["netns", "exec", &self.host.name])
+            .args(["--kill-after=5", CNIWASM_TIMEOUT_SECONDS])
+            .args(["ip", "netns", "exec", &self.host.name])
             .arg(&binary)
             .args(args)
             .env_clear()

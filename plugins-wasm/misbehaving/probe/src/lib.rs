@@ -8,6 +8,8 @@
 //!   when the configuration has one.
 //! * It supports only 0.3.1 and later, so a list of an older version (or one
 //!   without `cniVersion`, which means 0.1.0) names a version it lacks.
+//! * ADD sleeps for `sleepMs` milliseconds first when the configuration sets
+//!   it, through WASI's monotonic clock as any `std::thread::sleep` does.
 
 use cniwasm_plugin_sdk::{AddOutput, CniError, Invocation, Plugin, PluginConfig};
 use serde_json::Value;
@@ -35,6 +37,9 @@ impl Plugin for Probe {
     }
 
     fn add(_inv: &Invocation, config: &PluginConfig) -> Result<AddOutput, CniError> {
+        if let Some(delay) = config.raw.get("sleepMs").and_then(Value::as_u64) {
+            std::thread::sleep(std::time::Duration::from_millis(delay));
+        }
         Ok(AddOutput::Result(
             config.prev_result.clone().unwrap_or_default(),
         ))
