@@ -146,7 +146,9 @@ qemu=$!
 
 # Show the command's output as it comes, without the firmware's and the
 # kernel's start-up lines before it.
-tail -n +1 -f --pid "$qemu" "$work/console" | awk 'shown { print; fflush() } /cniwasm-vm: running$/ { shown = 1 }'
+# sed -u reads and writes line by line, where mawk would wait for a full
+# input buffer.
+tail -n +1 -f --pid "$qemu" "$work/console" | sed -u -n '1,/cniwasm-vm: running$/d; p'
 wait "$qemu" || true
 
 status=$(sed -n 's/^.*cniwasm-vm: exit status \([0-9]*\)$/\1/p' "$work/console" | tail -n 1)
