@@ -31,6 +31,16 @@ fn vlan_list(options: Value) -> Value {
     json!({"cniVersion": "1.0.0", "name": NETWORK, "plugins": [plugin]})
 }
 
+/// Returns a scenario whose network is `vlan_list(options)` at spec
+/// `version`.
+fn vlan_scenario(options: &Value, version: &str) -> Scenario {
+    let scenario = Scenario::new();
+    let mut list = vlan_list(options.clone());
+    list["cniVersion"] = json!(version);
+    scenario.write_config("10-vlan.conflist", &list.to_string());
+    scenario
+}
+
 /// Tells whether the kernel lets `host` have a filtering bridge, by
 /// creating one and removing it.
 fn vlan_filtering_supported(host: &Netns) -> bool {
@@ -233,10 +243,7 @@ struct SideBySide {
 
 impl SideBySide {
     fn add(options: &Value, version: &str) -> Self {
-        let scenario = Scenario::new();
-        let mut list = vlan_list(options.clone());
-        list["cniVersion"] = json!(version);
-        scenario.write_config("10-vlan.conflist", &list.to_string());
+        let scenario = vlan_scenario(options, version);
         let container = Netns::create("cwc");
         let mut reference = Reference::new(options, &container);
         reference.list["cniVersion"] = json!(version);
@@ -321,17 +328,16 @@ fn vlan_out_of_range() {
         return;
     }
     for vlan in [4095, -1] {
-        let options = json!({"vlan": vlan});
-        let scenario = Scenario::new();
-        let list = vlan_list(options.clone());
-        scenario.write_config("10-vlan.conflist", &list.to_string());
-        let container = Netns::create("cwc");
-        let reference = Reference::new(&options, &container);
+        let SideBySide {
+            scenario,
+            container,
+            ours,
+            theirs,
+            ..
+        } = SideBySide::add(&json!({"vlan": vlan}), "1.0.0");
 
-        let ours = cniwasm(&scenario, "add", &container);
-        let theirs = reference
-            .run()
-            .add()
+        let theirs = theirs
+            .expect("the reference runs 1.0.0")
             .expect_err("the reference ADD succeeded");
 
         assert!(!ours.status.success(), "{vlan}: ADD succeeded");
@@ -355,10 +361,8 @@ fn vlan_trunk() {
     if !require_root() {
         return;
     }
-    let scenario = Scenario::new();
     let options = json!({"vlanTrunk": [{"id": 101}, {"minID": 200, "maxID": 210}]});
-    let list = vlan_list(options);
-    scenario.write_config("10-vlan.conflist", &list.to_string());
+    let scenario = vlan_scenario(&options, "1.0.0");
     let container = Netns::create("cwc");
 
     let output = cniwasm(&scenario, "add", &container);
@@ -394,8 +398,7 @@ fn vlan_trunk() {
 /// bridge's one port and runs DEL. On a kernel without VLAN filtering the
 /// ADD must fail and leave nothing behind, and the result is `None`.
 fn port_vlans_after_add(options: Value) -> Option<Vec<(u64, Vec<String>)>> {
-    let scenario = Scenario::new();
-    scenario.write_config("10-vlan.conflist", &vlan_list(options).to_string());
+    let scenario = vlan_scenario(&options, "1.0.0");
     let container = Netns::create("cwc");
 
     let output = cniwasm(&scenario, "add", &container);
@@ -488,9 +491,7 @@ fn trunk_errors_leave_nothing() {
         ),
     ];
     for (trunk, message) in cases {
-        let scenario = Scenario::new();
-        let list = vlan_list(json!({"vlanTrunk": trunk}));
-        scenario.write_config("10-vlan.conflist", &list.to_string());
+        let scenario = vlan_scenario(&json!({"vlanTrunk": trunk}), "1.0.0");
         let container = Netns::create("cwc");
 
         let output = cniwasm(&scenario, "add", &container);
@@ -595,21 +596,20 @@ fn vlan_gateway() {
     if !require_root() {
         return;
     }
-    let options = json!({"vlan": 100, "isGateway": true});
-    let scenario = Scenario::new();
-    let list = vlan_list(options.clone());
-    scenario.write_config("10-vlan.conflist", &list.to_string());
-    let container = Netns::create("cwc");
-    let reference = Reference::new(&options, &container);
-
-    let ours = cniwasm(&scenario, "add", &container);
-    let theirs = reference.run().add();
-
-    if !vlan_filtering_supported(&scenario.host) {
-        assert_same_unsupported_failure(&ours, Some(theirs), &scenario, &container, &reference);
+    let run = SideBySide::add(&json!({"vlan": 100, "isGateway": true}), "1.0.0");
+    let Some(SideBySide {
+        scenario,
+        container,
+        reference,
+        ours,
+        theirs,
+    }) = run.vlans_supported()
+    else {
         return;
-    }
+    };
+
     let ours = ours.assert_success().json();
+    let theirs = theirs.expect("the reference runs 1.0.0");
     let theirs = theirs.expect("the reference ADD");
     assert_eq!(normalize_result(&ours), normalize_result(&theirs));
     let interfaces = ours["interfaces"].as_array().unwrap();
@@ -724,14 +724,16 @@ fn vlan_trunk_gateway_on_bridge() {
         return;
     }
     let options = json!({"vlanTrunk": [{"id": 101}], "isGateway": true});
-    let scenario = Scenario::new();
-    let list = vlan_list(options.clone());
-    scenario.write_config("10-vlan.conflist", &list.to_string());
-    let container = Netns::create("cwc");
-    let reference = Reference::new(&options, &container);
+    let SideBySide {
+        scenario,
+        container,
+        reference,
+        ours,
+        theirs,
+    } = SideBySide::add(&options, "1.0.0");
 
-    let ours = cniwasm(&scenario, "add", &container);
-    let theirs = reference.run().add().expect("the reference ADD");
+    let theirs = theirs.expect("the reference runs 1.0.0");
+    let theirs = theirs.expect("the reference ADD");
 
     if !vlan_filtering_supported(&scenario.host) {
         assert!(!ours.status.success(), "ADD succeeded: {}", ours.stdout);
@@ -774,9 +776,7 @@ fn vlan_gateway_failed_add_leaves_nothing() {
     }
     let options = json!({"vlan": 100, "isGateway": true, "ipMasq": true,
         "ipMasqBackend": "nftables"});
-    let scenario = Scenario::new();
-    let list = vlan_list(options);
-    scenario.write_config("10-vlan.conflist", &list.to_string());
+    let scenario = vlan_scenario(&options, "1.0.0");
     let container = Netns::create("cwc");
     let netns = container.path().to_str().unwrap().to_string();
     // A PATH with `ip` alone, which runs cniwasm in the host namespace.
@@ -803,9 +803,7 @@ fn vlan_gateway_concurrent_adds() {
     if !require_root() {
         return;
     }
-    let scenario = Scenario::new();
-    let list = vlan_list(json!({"vlan": 100, "isGateway": true}));
-    scenario.write_config("10-vlan.conflist", &list.to_string());
+    let scenario = vlan_scenario(&json!({"vlan": 100, "isGateway": true}), "1.0.0");
     let containers: Vec<Netns> = (0..4).map(|_| Netns::create("cwc")).collect();
 
     let outputs: Vec<CliOutput> = std::thread::scope(|scope| {

@@ -364,7 +364,8 @@ impl Scenario {
         // A hung call fails its test with status 124 instead of stalling
         // the run. The limit (seconds) is far above any call's duration,
         // also in the TCG VM that runs the VLAN tests.
-        let mut command = Command::new("timeout");
+        // By path, because some tests give cniwasm a PATH without coreutils.
+        let mut command = Command::new("/usr/bin/timeout");
         command
             .args(["--kill-after=5", CNIWASM_TIMEOUT_SECONDS])
             .args(["ip", "netns", "exec", &self.host.name])
