@@ -266,14 +266,14 @@ impl SideBySide {
         if vlan_filtering_supported(&self.scenario.host) {
             return Some(self);
         }
-        let Self {
+        let (scenario, container) = (&self.scenario, &self.container);
+        assert_same_unsupported_failure(
+            &self.ours,
+            self.theirs,
             scenario,
             container,
-            reference,
-            ours,
-            theirs,
-        } = self;
-        assert_same_unsupported_failure(&ours, theirs, &scenario, &container, &reference);
+            &self.reference,
+        );
         None
     }
 }
