@@ -88,6 +88,8 @@ chmod +x "$initramfs/init"
 
 # The second stage, in the host's tree: fresh kernel file systems, then the
 # command, then the exit status on the console for this script to read.
+# /tmp gets no tmpfs, because the command may live there (a clone made with
+# mktemp -d), and the overlay keeps the VM's writes to it in memory anyway.
 cp "$work/command.sh" "$initramfs/stages/command.sh"
 cat >"$initramfs/stages/stage2.sh" <<'EOF'
 mount -t proc proc /proc
@@ -96,7 +98,6 @@ mount -t devtmpfs dev /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs shm /dev/shm
-mount -t tmpfs tmp /tmp
 mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null || true
 ip link set lo up
 echo "cniwasm-vm: running"
